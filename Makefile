@@ -1,0 +1,42 @@
+# The README's commands. Each installs what it needs and is safe to run twice.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VGG := $(VENV)/bin/vgg
+# A CPU build of torch is found locally on our machines; elsewhere set TORCH to any torch>=2.10.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Fashion-MNIST: Debian's package where we can install it; otherwise `vgg` finds it in $VGG_DATA
+# or downloads it (SHA-256 checked) on first use.
+data: setup
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ] && [ -z "$$VGG_DATA" ] && \
+	   command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || \
+	  echo "note: could not install dataset-fashion-mnist; vgg will download Fashion-MNIST"; \
+	fi
+
+demo: setup data
+	$(VGG) models
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: setup data lint
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
