@@ -1,0 +1,512 @@
+"""Every test protocol of the paper (Sec. 3.2, 4) as one rule: a method is a set of *views*
+(net x scale x dense-or-crop x flip) and its prediction is the mean soft-max posterior over them.
+
+A view is a small pure function of a uint8 batch already rescaled to its test scale Q:
+
+- ``dense``: the whole image through the fully-convolutional net, whose class score map is spatially
+  averaged (``model(x)`` does that, Sec. 3.2);
+- ``centre``: one centre crop of the crop size (what the libraries report, at Q = 256/224 x crop);
+- ``grid``: one of the 5x5 crops of the crop size on a regular grid whose outer crops touch the
+  image's corners (Sec. 4.2, "multi-crop": 5x5 crops x 2 flips = 50 per scale);
+- each of them optionally horizontally flipped.
+
+Posteriors are averaged with weights: within one method every view counts the same; dense+multi-crop
+averages the dense and the multi-crop posteriors (Sec. 4.3, "averaging their soft-max outputs"), so
+each half weighs 1/2 whatever its number of views; a fusion of nets averages the nets' posteriors
+(Sec. 4.4). When the halves or nets have equally many views this is the plain mean over all views.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .models import VGG
+
+PROTOCOLS = ("centre", "dense", "multi-crop", "dense+multi-crop")
+GRID = 5  # Sec. 4.2: "a regular 5 x 5 grid" of crops per scale
+LIBRARY_RATIO = 256 / 224  # torchvision & co: resize to 256, centre crop 224
+SCALE_STEP = 32 / 224  # Sec. 4.2: Q in {S - 32, S, S + 32} at crop 224, proportionate elsewhere
+
+
+# -- scales ------------------------------------------------------------------------------------------
+
+def library_scale(crop_size: int) -> int:
+    """The test scale of the libraries' centre-crop protocol: 256 at crop 224, 37 at crop 32."""
+    return int(math.floor(crop_size * LIBRARY_RATIO + 0.5))
+
+
+def scale_step(crop_size: int) -> int:
+    """The step between the paper's three test scales: 32 at crop 224, crop/7 rounded elsewhere."""
+    return max(1, int(math.floor(crop_size * SCALE_STEP + 0.5)))
+
+
+def train_scale(model: VGG) -> tuple[int, int]:
+    """The (Smin, Smax) the net was trained at, from ``model.info["train_scale"]``; (S, S) for fixed
+    S. A net without it (foreign weights) is taken as trained at the libraries' S = 256/224 x crop."""
+    value = model.info.get("train_scale")
+    if value is None:
+        s = library_scale(model.crop_size)
+        return s, s
+    if isinstance(value, (int, float)):
+        value = [value, value]
+    smin, smax = (int(v) for v in value)
+    return min(smin, smax), max(smin, smax)
+
+
+def default_scales(crop_size: int, scale: tuple[int, int], single: bool = False) -> list[int]:
+    """The paper's test scales for a net trained at ``scale`` = (Smin, Smax) (Sec. 4.1, 4.2).
+
+    Fixed S: {S - d, S, S + d} with d = round(32 x crop / 224) (d = 32 at crop 224, 5 at crop 32);
+    a scale below the crop size is raised to the crop size and duplicates dropped, so the smallest
+    test scale is never smaller than the net's input. Jittered: {Smin, (Smin + Smax) / 2, Smax}.
+    ``single``: the paper's one test scale, Q = S, or (Smin + Smax) / 2 for jittered S (Table 3).
+    """
+    smin, smax = scale
+    if smin == smax:
+        d = scale_step(crop_size)
+        scales = [smin] if single else [smin - d, smin, smin + d]
+    else:
+        mid = int(math.floor((smin + smax) / 2 + 0.5))
+        scales = [mid] if single else [smin, mid, smax]
+    return sorted({max(crop_size, q) for q in scales})
+
+
+def check_scales(scales: Sequence[int], crop_size: int, name: str = "net") -> list[int]:
+    scales = [int(q) for q in scales]
+    if not scales:
+        raise ValueError("no test scales given")
+    small = [q for q in scales if q < crop_size]
+    if small:
+        raise ValueError(f"test scales {small} are smaller than the crop size {crop_size} of {name}; "
+                         f"every scale Q must be >= {crop_size}")
+    return sorted(set(scales))
+
+
+# -- views: small pure functions over uint8 batches ----------------------------------------------------
+
+@dataclass(frozen=True)
+class View:
+    """One way of showing a rescaled image to a net: ``kind`` is dense, centre or grid (``cell`` =
+    (row, col) of the 5x5 grid), at test scale ``scale``, optionally flipped; ``weight`` is its share
+    of the method's posterior."""
+
+    scale: int
+    kind: str
+    cell: tuple[int, int] | None = None
+    flip: bool = False
+    weight: float = 1.0
+
+
+def hflip(images: Tensor) -> Tensor:
+    """Horizontal flip of a (N, C, H, W) batch."""
+    return images.flip(-1)
+
+
+def crop(images: Tensor, top: int, left: int, size: int) -> Tensor:
+    """The ``size`` x ``size`` crop at (top, left)."""
+    h, w = images.shape[-2:]
+    if not (0 <= top <= h - size and 0 <= left <= w - size):
+        raise ValueError(f"crop {size}x{size} at ({top}, {left}) does not fit a {h}x{w} image")
+    return images[..., top:top + size, left:left + size]
+
+
+def centre_offset(side: int, size: int) -> int:
+    # torchvision's CenterCrop rounds the same way, so our centre protocol matches its numbers.
+    return int(round((side - size) / 2.0))
+
+
+def centre_crop(images: Tensor, size: int) -> Tensor:
+    """The centre ``size`` x ``size`` crop."""
+    h, w = images.shape[-2:]
+    return crop(images, centre_offset(h, size), centre_offset(w, size), size)
+
+
+def grid_offsets(side: int, size: int, n: int = GRID) -> list[int]:
+    """Offsets of ``n`` crops of ``size`` evenly spread over ``side`` (linspace(0, side - size, n),
+    rounded half up): the first crop touches one border, the last the other."""
+    if side < size:
+        raise ValueError(f"a {size}-pixel crop does not fit a side of {side}")
+    if n == 1:
+        return [centre_offset(side, size)]
+    return [int(math.floor(i * (side - size) / (n - 1) + 0.5)) for i in range(n)]
+
+
+def grid_crop(images: Tensor, size: int, cell: tuple[int, int], n: int = GRID) -> Tensor:
+    """Crop ``cell`` = (row, col) of the n x n regular grid of ``size`` crops."""
+    h, w = images.shape[-2:]
+    return crop(images, grid_offsets(h, size, n)[cell[0]], grid_offsets(w, size, n)[cell[1]], size)
+
+
+def view_images(images: Tensor, view: View, crop_size: int) -> Tensor:
+    """What the net sees of a batch rescaled to ``view.scale`` under ``view``."""
+    if view.kind == "dense":
+        out = images
+    elif view.kind == "centre":
+        out = centre_crop(images, crop_size)
+    elif view.kind == "grid":
+        out = grid_crop(images, crop_size, view.cell)
+    else:
+        raise ValueError(f"unknown view kind {view.kind!r}; valid: dense, centre, grid")
+    return hflip(out) if view.flip else out
+
+
+def _views(scales: Sequence[int], kinds: Sequence[tuple[str, tuple[int, int] | None]],
+           flip: bool, total: float) -> list[View]:
+    flips = (False, True) if flip else (False,)
+    plain = [(q, k, c, f) for q in scales for k, c in kinds for f in flips]
+    return [View(q, k, c, f, total / len(plain)) for q, k, c, f in plain]
+
+
+def method_views(protocol: str, scales: Sequence[int], flip: bool = True) -> list[View]:
+    """The views of one net under a protocol at the given test scales, weights summing to 1.
+
+    centre: one centre crop per scale; dense: the whole image per scale; multi-crop: the 5x5 grid per
+    scale; each with its flip when ``flip``. dense+multi-crop: both sets, each half weighing 1/2.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    grid = [("grid", (r, c)) for r in range(GRID) for c in range(GRID)]
+    if protocol == "centre":
+        return _views(scales, [("centre", None)], flip, 1.0)
+    if protocol == "dense":
+        return _views(scales, [("dense", None)], flip, 1.0)
+    if protocol == "multi-crop":
+        return _views(scales, grid, flip, 1.0)
+    return _views(scales, [("dense", None)], flip, 0.5) + _views(scales, grid, flip, 0.5)
+
+
+def default_flip(protocol: str) -> bool:
+    """The libraries' centre crop is a single unflipped crop; the paper's protocols add flips."""
+    return protocol != "centre"
+
+
+def plan_views(models: Sequence[VGG], protocol: str, scales: Sequence[int] | None = None,
+               flip: bool | None = None, single_scale: bool = False) -> list[list[View]]:
+    """Each net's views: its own default scales (from its training scale; the libraries' 256/224
+    scale for the centre protocol) unless ``scales`` overrides them."""
+    flip = default_flip(protocol) if flip is None else flip
+    plans = []
+    for model in models:
+        if scales:
+            qs = check_scales(scales, model.crop_size, model.arch)
+        elif protocol == "centre":
+            qs = [library_scale(model.crop_size)]
+        else:
+            qs = default_scales(model.crop_size, train_scale(model), single=single_scale)
+        plans.append(method_views(protocol, qs, flip))
+    return plans
+
+
+# -- posteriors ----------------------------------------------------------------------------------------
+
+def match_channels(images: Tensor, channels: int) -> Tensor:
+    """A grey batch for a colour net is repeated over three channels; anything else must match."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1:
+        return images.expand(-1, channels, -1, -1)
+    raise ValueError(f"the net expects {channels}-channel images, got {c} channels")
+
+
+def posterior(model: VGG, images: Tensor) -> Tensor:
+    """Soft-max posterior (N, K) of a uint8 batch: normalise with the net's own preprocessing, take
+    the spatially averaged score map (a crop's map is 1x1), soft-max in float32."""
+    x = model.normalization(match_channels(images, model.in_channels))
+    return F.softmax(model(x).float(), dim=1)
+
+
+@torch.inference_mode()
+def view_posteriors(model: VGG, images: Tensor, views: Sequence[View],
+                    max_batch: int = 256) -> Tensor:
+    """The weighted sum of the posteriors of ``views`` of a batch at one scale, (N, K).
+
+    Views whose outputs have the same shape are stacked into one forward pass of at most
+    ``max_batch`` images (a 5x5 grid of small batches still runs as a few big ones).
+    """
+    n = images.shape[0]
+    total = torch.zeros(n, model.num_classes, device=images.device)
+    groups: dict[tuple[int, ...], list[View]] = {}
+    for v in views:
+        shape = (images.shape[-2], images.shape[-1]) if v.kind == "dense" else (model.crop_size,) * 2
+        groups.setdefault(shape, []).append(v)
+    for group in groups.values():
+        per_pass = max(1, max_batch // max(1, n))
+        for i in range(0, len(group), per_pass):
+            chunk = group[i:i + per_pass]
+            x = torch.cat([view_images(images, v, model.crop_size) for v in chunk])
+            p = posterior(model, x).view(len(chunk), n, -1)
+            w = torch.tensor([v.weight for v in chunk], device=p.device).view(-1, 1, 1)
+            total += (p * w).sum(0)
+    return total
+
+
+Batches = Iterable[tuple[Tensor, Tensor, Tensor]]
+
+
+def fused_posteriors(models: Sequence[VGG], plans: Sequence[Sequence[View]],
+                     batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
+                     progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
+    """Average every net's views over a data set: ``batches(Q)`` yields (uint8 images rescaled to Q,
+    labels, dataset indices). Each scale's pass over the data serves every net and view at that
+    scale. Returns the (num_images, K) posteriors and a mask of the images met at every scale
+    (undecodable files are skipped by the loader)."""
+    if len(models) != len(plans):
+        raise ValueError("one view plan per net is needed")
+    k = models[0].num_classes
+    device = next(models[0].parameters()).device
+    probs = torch.zeros(num_images, k, dtype=torch.float64, device=device)
+    met = torch.zeros(num_images, dtype=torch.int64, device=device)
+    scales = sorted({v.scale for plan in plans for v in plan})
+    for q in scales:
+        for images, _, index in batches(q):
+            images, index = images.to(device), index.to(device)
+            for model, plan in zip(models, plans):
+                views = [v for v in plan if v.scale == q]
+                if views:
+                    p = view_posteriors(model, images, views, max_batch)
+                    probs.index_add_(0, index, p.double() / len(models))
+            met.index_add_(0, index, torch.ones_like(index))
+            if progress:
+                progress(len(index))
+    return probs.float(), met == len(scales)
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+def topk_correct(probs: Tensor, labels: Tensor, k: int) -> Tensor:
+    """Whether each label is among the ``k`` highest posteriors (k capped at the number of classes)."""
+    k = min(k, probs.shape[1])
+    return (probs.topk(k, dim=1).indices == labels.view(-1, 1)).any(dim=1)
+
+
+def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """counts[true, predicted]."""
+    flat = labels.long() * num_classes + pred.long()
+    return torch.bincount(flat, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def metrics(probs: Tensor, labels: Tensor, classes: Sequence[str]) -> dict:
+    """Top-1 / top-5 error and accuracy (percent; the paper reports errors), per-class accuracy and
+    the confusion matrix."""
+    probs, labels = probs.cpu(), labels.cpu().long()
+    n = len(labels)
+    if n == 0:
+        raise ValueError("no images were evaluated")
+    top1 = topk_correct(probs, labels, 1).double().mean().item() * 100
+    top5 = topk_correct(probs, labels, 5).double().mean().item() * 100
+    conf = confusion_matrix(probs.argmax(1), labels, len(classes))
+    support = conf.sum(1)
+    per_class = {c: {"images": int(s), "accuracy": (float(conf[i, i]) / float(s) * 100 if s else None)}
+                 for i, (c, s) in enumerate(zip(classes, support.tolist()))}
+    return {"images": n, "top1_error": 100 - top1, "top5_error": 100 - top5, "top1_accuracy": top1,
+            "top5_accuracy": top5, "per_class": per_class, "confusion": conf.tolist()}
+
+
+def save_confusion_png(confusion: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
+                       title: str = "") -> Path:
+    """Row-normalised confusion matrix (true class down, predicted across) as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    conf = torch.tensor(confusion, dtype=torch.float64)
+    rates = conf / conf.sum(1, keepdim=True).clamp(min=1)
+    k = len(classes)
+    side = min(16.0, max(5.0, 0.45 * k + 2))
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 40:  # beyond that the names are unreadable anyway
+        ax.set_xticks(range(k), labels=list(classes), rotation=90, fontsize=8)
+        ax.set_yticks(range(k), labels=list(classes), fontsize=8)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if conf[i, j]:
+                        ax.text(j, i, f"{int(conf[i, j])}", ha="center", va="center", fontsize=7,
+                                color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+# -- class lists ---------------------------------------------------------------------------------------
+
+def _describe_difference(a: Sequence[str], b: Sequence[str]) -> str:
+    if len(a) != len(b):
+        how = f"{len(a)} classes vs {len(b)}"
+    else:
+        i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        how = f"class {i} is {a[i]!r} vs {b[i]!r}"
+    only_a, only_b = [c for c in a if c not in set(b)], [c for c in b if c not in set(a)]
+    if only_a:
+        how += f"; only in the first: {', '.join(map(str, only_a[:5]))}" + ("..." if len(only_a) > 5 else "")
+    if only_b:
+        how += f"; only in the second: {', '.join(map(str, only_b[:5]))}" + ("..." if len(only_b) > 5 else "")
+    if not only_a and not only_b and len(a) == len(b):
+        how += " (same names, different order)"
+    return how
+
+
+def common_classes(models: Sequence[VGG], names: Sequence[str],
+                   data_classes: Sequence[str] | None = None, data_name: str = "the data") -> list[str]:
+    """The class list shared by every net (and the data set): nets whose posteriors are averaged must
+    agree class by class; the error says how they differ. A net without class names (``classes`` is
+    None) agrees with any list of its length."""
+    for model, name in zip(models, names):
+        if model.classes is not None and len(model.classes) != model.num_classes:
+            raise ValueError(f"{name} lists {len(model.classes)} class names for {model.num_classes} "
+                             "outputs")
+    first, k = names[0], models[0].num_classes
+    for model, name in zip(models[1:], names[1:]):
+        if model.num_classes != k:
+            raise ValueError(f"class lists of {first} and {name} differ: {k} classes vs "
+                             f"{model.num_classes}")
+    named = [(n, list(m.classes)) for n, m in zip(names, models) if m.classes is not None]
+    for name, classes in named[1:]:
+        if classes != named[0][1]:
+            raise ValueError(f"class lists of {named[0][0]} and {name} differ: "
+                             f"{_describe_difference(named[0][1], classes)}")
+    if data_classes is not None:
+        data_classes = list(data_classes)
+        if named and named[0][1] != data_classes:
+            raise ValueError(f"the classes of {named[0][0]} and {data_name} differ: "
+                             f"{_describe_difference(named[0][1], data_classes)}")
+        if len(data_classes) != k:
+            raise ValueError(f"{first} has {k} outputs but {data_name} has {len(data_classes)} classes")
+        return data_classes
+    return named[0][1] if named else [str(i) for i in range(k)]
+
+
+# -- evaluation of a data set --------------------------------------------------------------------------
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation measured; ``summary()`` is the JSON written by ``--json``."""
+
+    protocol: str
+    nets: list[dict]
+    scales: list[int]
+    flip: bool
+    views: int
+    metrics: dict
+    seconds: float
+    classes: list[str]
+    skipped: list = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.metrics["images"] / self.seconds if self.seconds > 0 else float("inf")
+
+    def summary(self) -> dict:
+        m = self.metrics
+        return {"protocol": self.protocol, "scales": self.scales, "flip": self.flip,
+                "views_per_image": self.views, "nets": self.nets, "images": m["images"],
+                "top1_error": m["top1_error"], "top5_error": m["top5_error"],
+                "top1_accuracy": m["top1_accuracy"], "top5_accuracy": m["top5_accuracy"],
+                "seconds": self.seconds, "images_per_second": self.images_per_second,
+                "classes": self.classes, "per_class": m["per_class"], "confusion": m["confusion"],
+                "skipped": [[str(p), str(r)] for p, r in self.skipped]}
+
+
+def describe_scale(scale: tuple[int, int]) -> str:
+    """S as the paper's tables write it: 256, or [256;512] for jittered S."""
+    return str(scale[0]) if scale[0] == scale[1] else f"[{scale[0]};{scale[1]}]"
+
+
+def evaluate(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
+             protocol: str = "dense", scales: Sequence[int] | None = None, flip: bool | None = None,
+             single_scale: bool = False, batch_size: int = 64, workers: int = 0,
+             progress: bool = False) -> EvalResult:
+    """Evaluate one net, or the fusion of several, on a data set (from ``data.open_dataset``) under
+    a protocol of the paper; see :func:`method_views` and :func:`default_scales`."""
+    from . import data
+
+    if not models:
+        raise ValueError("no nets to evaluate")
+    names = list(names or [m.arch for m in models])
+    classes = common_classes(models, names, dataset.classes, f"data set {dataset.name}")
+    plans = plan_views(models, protocol, scales, flip, single_scale)
+    device = next(models[0].parameters()).device
+    used = sorted({v.scale for plan in plans for v in plan})
+    skipped: list = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(dataset) * len(used), unit="img", desc=f"{protocol} Q={used}",
+                   leave=False, dynamic_ncols=True)
+
+    def batches(q: int) -> Iterator:
+        it = data.eval_batches(dataset, scale=q, batch_size=batch_size, workers=workers,
+                               device=device)
+        yield from it
+        skipped.extend(s for s in getattr(it, "skipped", []) if s not in skipped)
+
+    start = time.perf_counter()
+    for model in models:
+        model.eval()
+    probs, met = fused_posteriors(models, plans, batches, len(dataset), max_batch=batch_size,
+                                  progress=bar.update if bar else None)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if bar:
+        bar.close()
+    labels = dataset.labels.to(met.device)
+    m = metrics(probs[met], labels[met], classes)
+    nets = [{"checkpoint": n, "arch": mdl.arch, "crop_size": mdl.crop_size,
+             "train_scale": list(train_scale(mdl)),
+             "scales": sorted({v.scale for v in plan})} for n, mdl, plan in zip(names, models, plans)]
+    flip_used = default_flip(protocol) if flip is None else flip
+    return EvalResult(protocol, nets, used, flip_used, sum(len(p) for p in plans), m, seconds,
+                      classes, skipped)
+
+
+def result_table(results: Sequence[EvalResult]) -> str:
+    """The paper's table form (Tables 3-6): net, train S, test Q, method, top-1/top-5 error, and the
+    accuracies the libraries publish."""
+    from .cli import table
+
+    rows = []
+    for r in results:
+        net = " + ".join(Path(n["checkpoint"]).stem or n["checkpoint"] for n in r.nets)
+        train = " / ".join(describe_scale(tuple(n["train_scale"])) for n in r.nets)
+        test = " / ".join(",".join(map(str, n["scales"])) for n in r.nets)
+        method = r.protocol + ("" if r.flip else " (no flip)")
+        m = r.metrics
+        rows.append([net, train, test, method, r.views, f"{m['top1_error']:.2f}", f"{m['top5_error']:.2f}",
+                     f"{m['top1_accuracy']:.2f}", f"{m['top5_accuracy']:.2f}"])
+    return table(rows, ["net", "train S", "test Q", "method", "views", "top-1 err %", "top-5 err %",
+                        "top-1 acc %", "top-5 acc %"])
+
+
+def per_class_table(result: EvalResult) -> str:
+    from .cli import table
+
+    rows = [[c, v["images"], "-" if v["accuracy"] is None else f"{v['accuracy']:.2f}"]
+            for c, v in result.metrics["per_class"].items()]
+    return table(rows, ["class", "images", "accuracy %"])
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    """Write JSON atomically (an interrupted run never leaves a torn file)."""
+    from .weights import atomic_write
+
+    text = json.dumps(obj, indent=2)
+    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))

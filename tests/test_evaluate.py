@@ -1,0 +1,255 @@
+"""The paper's test protocols (Sec. 3.2, 4): views, scales, fusion, metrics, and the CLI."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vgg
+from vgg import evaluate as ev
+from vgg.models import Normalization
+
+CROP = 32
+
+
+def tiny(seed=0, classes=("a", "b", "c", "d", "e", "f"), in_channels=3, train_scale=(32, 48)):
+    torch.manual_seed(seed)
+    model = vgg.create_model("A", num_classes=len(classes), crop_size=CROP, width=0.125,
+                             in_channels=in_channels, init="glorot")
+    model.classes = list(classes)
+    model.normalization = Normalization((120.0,) * in_channels, (60.0,) * in_channels)
+    model.info = {"train_scale": list(train_scale)}
+    return model.eval()
+
+
+def images(n, h, w, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+
+
+def rescale(x, q):
+    """Shorter side to q, as the data pipeline does (a stand-in independent of data.py)."""
+    h, w = x.shape[-2:]
+    size = (q, round(w * q / h)) if h <= w else (round(h * q / w), q)
+    y = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+def synthetic_batches(base):
+    """batches(Q) over a list of images of different sizes, batched by size like eval_batches."""
+    def batches(q):
+        by_size = {}
+        for i, x in enumerate(base):
+            y = rescale(x[None], q)
+            by_size.setdefault(tuple(y.shape[-2:]), []).append((i, y))
+        for items in by_size.values():
+            yield (torch.cat([y for _, y in items]), torch.zeros(len(items), dtype=torch.long),
+                   torch.tensor([i for i, _ in items]))
+    return batches
+
+
+def softmax_of(model, x):
+    """Independent reference: normalise by hand, run the net, soft-max."""
+    mean = torch.tensor(model.normalization.mean).view(1, -1, 1, 1)
+    std = torch.tensor(model.normalization.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        return F.softmax(model((x.float() - mean) / std), dim=1)
+
+
+# -- scales --------------------------------------------------------------------------------------------
+
+def test_default_scales_follow_the_paper():
+    assert ev.default_scales(224, (256, 256)) == [224, 256, 288]  # Sec. 4.2, fixed S
+    assert ev.default_scales(224, (384, 384)) == [352, 384, 416]
+    assert ev.default_scales(224, (256, 512)) == [256, 384, 512]  # jittered S
+    assert ev.default_scales(224, (256, 512), single=True) == [384]  # Table 3, Q = (Smin+Smax)/2
+    assert ev.default_scales(224, (256, 256), single=True) == [256]
+    # proportionate for small crops: step round(32 * 32 / 224) = 5, never below the crop
+    assert ev.default_scales(32, (37, 37)) == [32, 37, 42]
+    assert ev.default_scales(32, (32, 32)) == [32, 37]
+    assert ev.default_scales(32, (37, 73)) == [37, 55, 73]
+    assert ev.library_scale(224) == 256 and ev.library_scale(32) == 37
+
+
+def test_plan_uses_the_checkpoints_training_scale_and_overrides():
+    fixed, jitter = tiny(train_scale=(37, 37)), tiny(train_scale=(37, 73))
+    plans = ev.plan_views([fixed, jitter], "dense")
+    assert sorted({v.scale for v in plans[0]}) == [32, 37, 42]
+    assert sorted({v.scale for v in plans[1]}) == [37, 55, 73]
+    assert [v.scale for v in ev.plan_views([fixed], "centre")[0]] == [37]  # libraries: 256/224
+    assert {v.scale for v in ev.plan_views([fixed], "dense", scales=[40, 33])[0]} == {33, 40}
+    with pytest.raises(ValueError, match=r"test scales \[30\] are smaller than the crop size 32"):
+        ev.plan_views([fixed], "dense", scales=[30, 40])
+    no_info = tiny()
+    no_info.info = {}
+    assert sorted({v.scale for v in ev.plan_views([no_info], "dense")[0]}) == [32, 37, 42]
+    with pytest.raises(ValueError, match="unknown protocol 'tencrop'"):
+        ev.method_views("tencrop", [32])
+
+
+# -- views ---------------------------------------------------------------------------------------------
+
+def test_dense_at_crop_size_equals_the_centre_crop():
+    model = tiny()
+    x = images(3, CROP, CROP)
+    dense = ev.view_posteriors(model, x, ev.method_views("dense", [CROP], flip=False))
+    centre = ev.view_posteriors(model, x, ev.method_views("centre", [CROP], flip=False))
+    torch.testing.assert_close(dense, centre, rtol=0, atol=0)
+    torch.testing.assert_close(dense, softmax_of(model, x), rtol=1e-5, atol=1e-6)
+    # and end to end: an image set already at the crop size, evaluated at Q = crop
+    base = list(images(4, CROP, CROP, seed=1))
+    run = [ev.fused_posteriors([model], [ev.method_views(p, [CROP], flip=True)],
+                               synthetic_batches(base), 4)[0] for p in ("dense", "centre")]
+    torch.testing.assert_close(run[0], run[1], rtol=0, atol=0)
+    # on a larger image dense differs from a centre crop: it sees the whole image
+    big = images(2, 64, 48)
+    assert not torch.allclose(ev.view_posteriors(model, big, ev.method_views("dense", [48], False)),
+                              ev.view_posteriors(model, big, ev.method_views("centre", [48], False)))
+
+
+def test_multi_crop_is_5x5x2_views_per_scale_covering_the_corners():
+    views = ev.method_views("multi-crop", [40, 48])
+    assert len(views) == 2 * 5 * 5 * 2
+    for q in (40, 48):
+        mine = [v for v in views if v.scale == q]
+        assert len(mine) == 50 and all(v.kind == "grid" for v in mine)
+        assert {(v.cell, v.flip) for v in mine} == {((r, c), f) for r in range(5) for c in range(5)
+                                                    for f in (False, True)}
+    assert math.isclose(sum(v.weight for v in views), 1.0)
+    assert ev.grid_offsets(48, 32) == [0, 4, 8, 12, 16]
+    assert ev.grid_offsets(56, 32) == [0, 6, 12, 18, 24]
+    assert ev.grid_offsets(32, 32) == [0] * 5
+    h, w = 40, 56  # a non-square image rescaled to Q = 40
+    x = torch.arange(h * w, dtype=torch.int32).view(1, 1, h, w)
+    rows, cols = ev.grid_offsets(h, CROP), ev.grid_offsets(w, CROP)
+    assert rows == [0, 2, 4, 6, 8] and cols == [0, 6, 12, 18, 24]
+    covered = torch.zeros(h, w, dtype=torch.bool)
+    for v in [v for v in views if v.scale == 40]:
+        out = ev.view_images(x, v, CROP)
+        assert out.shape == (1, 1, CROP, CROP)
+        r, c = v.cell
+        expect = x[..., rows[r]:rows[r] + CROP, cols[c]:cols[c] + CROP]
+        torch.testing.assert_close(out, expect.flip(-1) if v.flip else expect)
+        covered[rows[r]:rows[r] + CROP, cols[c]:cols[c] + CROP] = True
+    corners = {(0, 0): (0, 0), (0, 4): (0, w - 1), (4, 0): (h - 1, 0), (4, 4): (h - 1, w - 1)}
+    for cell, (py, px) in corners.items():
+        crop = ev.view_images(x, ev.View(40, "grid", cell), CROP)
+        assert (crop == x[0, 0, py, px]).any(), f"cell {cell} misses corner {(py, px)}"
+    assert covered.all()
+
+
+def test_flip_and_centre_crop_are_the_plain_operations():
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.uint8).view(2, 3, 5, 7)
+    torch.testing.assert_close(ev.hflip(x), x[..., torch.arange(6, -1, -1)])
+    torch.testing.assert_close(ev.centre_crop(x, 3), x[..., 1:4, 2:5])
+    with pytest.raises(ValueError, match="does not fit a 5x7 image"):
+        ev.crop(x, 3, 0, 3)
+
+
+def test_a_view_set_is_the_mean_of_its_views_posteriors():
+    model = tiny()
+    base = [images(1, 30, 40, seed=2)[0], images(1, 44, 36, seed=3)[0]]
+    views = ev.method_views("dense", [32, 40], flip=True)
+    assert len(views) == 4
+    probs, met = ev.fused_posteriors([model], [views], synthetic_batches(base), 2)
+    assert met.all()
+    for i, img in enumerate(base):
+        parts = []
+        for q in (32, 40):
+            y = rescale(img[None], q)
+            parts += [softmax_of(model, y), softmax_of(model, y.flip(-1))]
+        torch.testing.assert_close(probs[i:i + 1], torch.stack(parts).mean(0), rtol=1e-5, atol=1e-6)
+    # dense+multi-crop: the dense and the multi-crop posteriors averaged (Sec. 4.3), each half 1/2
+    both = ev.method_views("dense+multi-crop", [32], flip=True)
+    assert len(both) == 2 + 50
+    y = rescale(base[0][None], 32)
+    dense = torch.stack([softmax_of(model, y), softmax_of(model, y.flip(-1))]).mean(0)
+    rows, cols = ev.grid_offsets(y.shape[-2], CROP), ev.grid_offsets(y.shape[-1], CROP)
+    crops = [y[..., r:r + CROP, c:c + CROP] for r in rows for c in cols]
+    multi = torch.stack([softmax_of(model, z) for c in crops for z in (c, c.flip(-1))]).mean(0)
+    got = ev.view_posteriors(model, y, both)
+    torch.testing.assert_close(got, (dense + multi) / 2, rtol=1e-5, atol=1e-6)
+    # the forward passes may be grouped differently; the result may not change
+    torch.testing.assert_close(ev.view_posteriors(model, y, both, max_batch=1), got,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fusion_of_a_net_with_itself_is_the_net_and_fusion_is_the_mean():
+    a, b = tiny(0), tiny(1)
+    base = [images(1, 36, 48, seed=s)[0] for s in range(3)] + [images(1, 40, 40, seed=9)[0]]
+    batches = synthetic_batches(base)
+    views = ev.method_views("dense+multi-crop", [32, 40])
+    alone, _ = ev.fused_posteriors([a], [views], batches, 4)
+    twice, _ = ev.fused_posteriors([a, a], [views, views], batches, 4)
+    torch.testing.assert_close(twice, alone, rtol=1e-6, atol=1e-7)
+    other, _ = ev.fused_posteriors([b], [views], batches, 4)
+    fused, _ = ev.fused_posteriors([a, b], [views, views], batches, 4)
+    torch.testing.assert_close(fused, (alone + other) / 2, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(fused.sum(1), torch.ones(4))
+
+
+def test_grey_images_feed_a_colour_net_and_a_skipped_image_is_masked():
+    model = tiny()
+    grey = images(2, 32, 32, c=1)
+    torch.testing.assert_close(ev.posterior(model, grey), softmax_of(model, grey.expand(-1, 3, -1, -1)))
+    with pytest.raises(ValueError, match="expects 1-channel images, got 3"):
+        ev.posterior(tiny(in_channels=1), images(1, 32, 32))
+    base = [images(1, 32, 40, seed=s)[0] for s in range(3)]
+
+    def batches(q):  # image 1 is "undecodable" at every scale
+        for x, y, i in synthetic_batches(base)(q):
+            keep = i != 1
+            if keep.any():
+                yield x[keep], y[keep], i[keep]
+    _, met = ev.fused_posteriors([model], [ev.method_views("dense", [32, 40])], batches, 3)
+    assert met.tolist() == [True, False, True]
+
+
+# -- metrics and class lists ---------------------------------------------------------------------------
+
+def test_topk_on_a_hand_made_set():
+    probs = torch.tensor([
+        [0.50, 0.20, 0.10, 0.08, 0.07, 0.05],  # label 0: top-1
+        [0.05, 0.10, 0.40, 0.20, 0.15, 0.10],  # label 3: 2nd -> top-5 only
+        [0.30, 0.25, 0.20, 0.12, 0.08, 0.05],  # label 5: 6th -> neither
+        [0.01, 0.02, 0.03, 0.04, 0.10, 0.80],  # label 4: 2nd
+    ])
+    labels = torch.tensor([0, 3, 5, 4])
+    assert ev.topk_correct(probs, labels, 1).tolist() == [True, False, False, False]
+    assert ev.topk_correct(probs, labels, 5).tolist() == [True, True, False, True]
+    m = ev.metrics(probs, labels, list("abcdef"))
+    assert m["images"] == 4
+    assert m["top1_error"] == pytest.approx(75.0) and m["top5_error"] == pytest.approx(25.0)
+    assert m["top1_accuracy"] == pytest.approx(25.0) and m["top5_accuracy"] == pytest.approx(75.0)
+    assert m["per_class"]["a"] == {"images": 1, "accuracy": 100.0}
+    assert m["per_class"]["d"] == {"images": 1, "accuracy": 0.0}
+    assert m["per_class"]["b"] == {"images": 0, "accuracy": None}
+    assert m["confusion"][3][2] == 1 and m["confusion"][4][5] == 1 and m["confusion"][5][0] == 1
+    assert sum(map(sum, m["confusion"])) == 4
+    # with fewer than five classes top-5 is every class: always right
+    assert ev.topk_correct(probs[:, :3].softmax(1), torch.tensor([2, 1, 0, 2]), 5).all()
+
+
+def test_class_list_mismatch_says_how():
+    a = tiny(classes=("cat", "dog", "owl"))
+    with pytest.raises(ValueError, match=r"a\.st and b\.st differ: class 2 is 'owl' vs 'emu'; "
+                                         r"only in the first: owl; only in the second: emu"):
+        ev.common_classes([a, tiny(classes=("cat", "dog", "emu"))], ["a.st", "b.st"])
+    with pytest.raises(ValueError, match="differ: 3 classes vs 4"):
+        ev.common_classes([a, tiny(classes=("cat", "dog", "owl", "emu"))], ["a.st", "b.st"])
+    with pytest.raises(ValueError, match="same names, different order"):
+        ev.common_classes([a, tiny(classes=("dog", "cat", "owl"))], ["a.st", "b.st"])
+    with pytest.raises(ValueError, match="the classes of a.st and data set x differ"):
+        ev.common_classes([a], ["a.st"], ["cat", "dog", "bat"], "data set x")
+    unnamed = tiny(classes=("x", "y", "z"))
+    unnamed.classes = None
+    assert ev.common_classes([unnamed, a], ["u", "a"]) == ["cat", "dog", "owl"]
+    assert ev.common_classes([unnamed], ["u"], ["p", "q", "r"]) == ["p", "q", "r"]
+    with pytest.raises(ValueError, match="u has 3 outputs but the data has 2 classes"):
+        ev.common_classes([unnamed], ["u"], ["p", "q"])
+
+
+def test_confusion_png(tmp_path):
+    path = ev.save_confusion_png([[3, 1], [0, 4]], ["cat", "dog"], tmp_path / "c" / "conf.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
