@@ -10,6 +10,7 @@ from .models import (
     init_weights,
     parse_arch,
 )
+from .models import prepare_for_inference
 from .weights import load_model, save_model
 
 __all__ = [

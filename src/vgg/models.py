@@ -430,3 +430,13 @@ def layer_table(model: VGG, size: int | None = None) -> list[dict]:
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
+
+
+def prepare_for_inference(model: VGG, device: str | torch.device = "cpu") -> VGG:
+    """The model as every inference path runs it: eval mode, on ``device``, channels_last.
+
+    channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions: VGG16 at 224,
+    batch 8, ran about 1.35x faster than NCHW on a 2-core CPU (see BENCHMARKS.md). The input needs no
+    conversion: a channels_last weight makes the convolution produce channels_last output.
+    """
+    return model.eval().to(device, memory_format=torch.channels_last)
