@@ -9,12 +9,12 @@ from .models import (
     init_from_shallow,
     init_weights,
     parse_arch,
+    prepare_for_inference,
 )
-from .models import prepare_for_inference
 from .weights import load_model, save_model
 
 __all__ = [
     "CONFIGS", "VGG", "Normalization", "arch_names", "create_model", "init_from_shallow",
-    "init_weights", "load_model", "parse_arch", "save_model",
+    "init_weights", "load_model", "parse_arch", "prepare_for_inference", "save_model",
 ]
 __version__ = "0.1.0"
