@@ -1,6 +1,7 @@
 """The paper's test protocols (Sec. 3.2, 4): views, scales, fusion, metrics, and the CLI."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,6 +121,10 @@ def test_multi_crop_is_5x5x2_views_per_scale_covering_the_corners():
     assert ev.grid_offsets(48, 32) == [0, 4, 8, 12, 16]
     assert ev.grid_offsets(56, 32) == [0, 6, 12, 18, 24]
     assert ev.grid_offsets(32, 32) == [0] * 5
+    for side in range(32, 60):  # symmetric, and the middle crop is the centre crop
+        o = ev.grid_offsets(side, 32)
+        assert o[0] + o[4] == o[1] + o[3] == side - 32 and o[4] == side - 32
+        assert o[2] == ev.centre_offset(side, 32) and o == sorted(o)
     h, w = 40, 56  # a non-square image rescaled to Q = 40
     x = torch.arange(h * w, dtype=torch.int32).view(1, 1, h, w)
     rows, cols = ev.grid_offsets(h, CROP), ev.grid_offsets(w, CROP)
@@ -253,3 +258,121 @@ def test_class_list_mismatch_says_how():
 def test_confusion_png(tmp_path):
     path = ev.save_confusion_png([[3, 1], [0, 4]], ["cat", "dog"], tmp_path / "c" / "conf.png", "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the data set path and the commands ----------------------------------------------------------------
+
+FMNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+          "Ankle boot"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    fixed = tiny(0, classes=FMNIST, in_channels=1, train_scale=(37, 37))
+    jitter = tiny(1, classes=FMNIST, in_channels=1, train_scale=(37, 73))
+    other = tiny(2, classes=FMNIST[:9] + ["Boot"], in_channels=1)
+    return {name: vgg.save_model(m, folder / f"{name}.safetensors")
+            for name, m in (("fixed", fixed), ("jitter", jitter), ("other", other))}
+
+
+def test_evaluate_on_a_data_set_matches_an_independent_computation(checkpoints):
+    from vgg.data import open_dataset
+
+    ds = open_dataset("fashion-mnist", "test", limit=40)
+    model = vgg.load_model(checkpoints["fixed"])
+    r = ev.evaluate(model, ds, protocol="dense", scales=[32], flip=False, batch_size=16)
+    x = F.interpolate(ds.images.float(), size=(32, 32), mode="bilinear", align_corners=False)
+    probs = softmax_of(model, x.round().clamp(0, 255))
+    top1 = (probs.argmax(1) == ds.labels).double().mean().item() * 100
+    assert r.metrics["images"] == 40 and r.metrics["top1_accuracy"] == pytest.approx(top1)
+    top5 = (probs.topk(5, 1).indices == ds.labels[:, None]).any(1).double().mean().item() * 100
+    assert r.metrics["top5_error"] == pytest.approx(100 - top5)
+    results = ev.evaluate_protocols([model], ds, protocols=["dense", "multi-crop", "dense+multi-crop"],
+                                    batch_size=16)
+    assert [r.views for r in results] == [6, 150, 156]  # 3 scales x (1 or 25 crops + 2 flips)
+    assert results[0].scales == [32, 37, 42]
+
+
+def test_cli_evaluate_end_to_end(checkpoints, tmp_path, monkeypatch, capsys):
+    import json
+
+    from vgg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ckpts = [str(checkpoints["fixed"]), str(checkpoints["jitter"])]
+    argv = ["evaluate", *ckpts, "--split", "test", "--limit", "24", "--batch-size", "8",
+            "--protocol", "dense+multi-crop", "--json", "out/eval.json", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "top-1 err %" in out and "dense+multi-crop" in out and "per-class accuracy" in out
+    assert "37 / [37;73]" in out and "32,37,42 / 37,55,73" in out
+    summary = json.loads((tmp_path / "out" / "eval.json").read_text())
+    for key in ("protocol", "scales", "images", "top1_error", "top5_error", "top1_accuracy",
+                "top5_accuracy", "images_per_second", "per_class", "confusion"):
+        assert key in summary
+    assert summary["protocol"] == "dense+multi-crop" and summary["images"] == 24
+    assert summary["scales"] == [32, 37, 42, 55, 73]
+    assert summary["top1_error"] + summary["top1_accuracy"] == pytest.approx(100)
+    assert (tmp_path / "out" / "confusion_dense+multi-crop.png").read_bytes()[:4] == b"\x89PNG"
+    # several protocols: one row each, a JSON list
+    assert main(["evaluate", ckpts[0], "--split", "test", "--limit", "8", "--protocol", "centre",
+                 "dense", "--scales", "32", "40", "--no-flip", "--json", "two.json",
+                 "--confusion", "c.png", "--no-progress"]) == 0
+    rows = json.loads((tmp_path / "two.json").read_text())
+    assert [r["protocol"] for r in rows] == ["centre", "dense"] and rows[1]["flip"] is False
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_cli_evaluate_errors(checkpoints, tmp_path, capsys):
+    from vgg.cli import main
+
+    assert main(["evaluate", str(checkpoints["fixed"]), str(checkpoints["other"]), "--limit", "4",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "class lists of" in err and "class 9 is 'Ankle boot' vs 'Boot'" in err
+    assert main(["evaluate", str(tmp_path / "none.safetensors"), "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--no-progress"]) == 2
+    assert "at least one checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", str(checkpoints["fixed"]), "--scales", "16", "--limit", "4",
+                 "--no-progress"]) == 2
+    assert "smaller than the crop size 32" in capsys.readouterr().err
+
+
+def test_cli_predict_skips_unreadable_files(checkpoints, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from vgg.cli import main
+
+    rng = torch.Generator().manual_seed(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, size in (("a.png", (28, 28)), ("b.png", (30, 44)), ("c.jpg", (50, 36))):
+        pixels = torch.randint(0, 256, size, generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).convert("RGB").save(folder / name)
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    assert main(["predict", str(checkpoints["fixed"]), str(folder), str(tmp_path / "gone.png"),
+                 "--topk", "3", "--protocol", "dense+multi-crop", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert [Path(p["file"]).name for p in result["predictions"]] == ["a.png", "b.png", "c.jpg"]
+    for p in result["predictions"]:
+        assert len(p["top"]) == 3 and all(t["class"] in FMNIST for t in p["top"])
+        probs = [t["probability"] for t in p["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert sorted(Path(s["file"]).name for s in result["skipped"]) == ["broken.png", "gone.png"]
+    assert "broken.png" in captured.err and "gone.png" in captured.err
+    # the prediction is the evaluation rule: same posteriors as the library on the same image
+    model = vgg.load_model(checkpoints["fixed"])
+    grey = ev.read_image(folder / "b.png", 1)
+    probs, _ = ev.fused_posteriors([model], ev.plan_views([model], "dense+multi-crop"),
+                                   ev.batches_by_size([grey]), 1)
+    assert result["predictions"][1]["top"][0]["probability"] == pytest.approx(probs.max().item())
+    assert main(["predict", "--pretrained", str(checkpoints["fixed"]), str(folder / "a.png")]) == 0
+    assert "a.png" in capsys.readouterr().out
+    assert main(["predict", str(checkpoints["fixed"]), str(folder / "broken.png")]) == 2
+    assert "none of the 1 files could be read" in capsys.readouterr().err

@@ -87,11 +87,85 @@ def _summary_run(args) -> None:
     print(f"parameters: {params / 1e6:.2f} M   multiply-adds: {macs / 1e9:.2f} G")
 
 
+# -- vgg evaluate / vgg predict (the paper's test protocols, Sec. 3.2 and 4) ----------------------------
+
+def _protocol_args(p: argparse.ArgumentParser, several: bool) -> None:
+    from .evaluate import PROTOCOLS
+
+    p.add_argument("--pretrained", action="append", default=[], metavar="NAME|PATH|URL",
+                   help="a checkpoint given by name, path or URL (repeatable; instead of CKPT)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=["dense"] if several else "dense", metavar="P",
+                   nargs="+" if several else None,
+                   help="centre (the libraries' 256/224 centre crop), dense, multi-crop (5x5 crops x 2 "
+                   "flips per scale) or dense+multi-crop" + (" (several give several rows)" if several
+                                                             else "") + "; default dense")
+    p.add_argument("--scales", type=int, nargs="+", metavar="Q",
+                   help="test scales (shorter side); default from the net's training scale: fixed S "
+                   "-> {S-32, S, S+32} (step 32 x crop/224), jittered -> {Smin, (Smin+Smax)/2, Smax}")
+    p.add_argument("--single-scale", action="store_true",
+                   help="the paper's one test scale: Q = S, or (Smin+Smax)/2 when jittered (Table 3)")
+    p.add_argument("--no-flip", action="store_true", help="leave out the horizontally flipped views")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def _checkpoints(args, items: list[str]) -> list[str]:
+    return list(items) + list(args.pretrained)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="checkpoint file or run folder; several are fused (posteriors averaged)")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or a folder with train/ val/ "
+                   "[test/] (default fashion-mnist)")
+    p.add_argument("--split", choices=["train", "val", "test"], default="val", help="default val")
+    _protocol_args(p, several=True)
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0)")
+    p.add_argument("--json", metavar="PATH", help="write every number as JSON")
+    p.add_argument("--confusion", metavar="PNG",
+                   help="confusion matrix image (default confusion_PROTOCOL.png beside --json, or here)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _evaluate_run(args) -> None:
+    from .evaluate import EvalConfig, run_evaluate
+
+    run_evaluate(EvalConfig(
+        checkpoints=_checkpoints(args, args.checkpoints), data=args.data, split=args.split,
+        protocols=args.protocol, scales=args.scales, single_scale=args.single_scale,
+        flip=False if args.no_flip else None, limit=args.limit, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, json=args.json, confusion=args.confusion,
+        progress=not args.no_progress))
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("items", nargs="+", metavar="CKPT IMAGE|DIR",
+                   help="a checkpoint (unless --pretrained gives it), then image files or folders")
+    _protocol_args(p, several=False)
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _predict_run(args) -> None:
+    from .evaluate import run_predict
+
+    ckpts, inputs = (args.pretrained, args.items) if args.pretrained else (args.items[:1], args.items[1:])
+    if not inputs:
+        raise ValueError("give image files or folders after the checkpoint")
+    run_predict(ckpts, inputs, protocol=args.protocol, scales=args.scales,
+                flip=False if args.no_flip else None, single_scale=args.single_scale, topk=args.topk,
+                device=args.device, as_json=args.json)
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]
 
 COMMANDS: dict[str, Command] = {
     "models": ("list every network of Table 1 with its size and cost", _models_args, _models_run),
     "summary": ("per-layer table of one network", _summary_args, _summary_run),
+    "evaluate": ("top-1/top-5 error under the paper's test protocols (dense, multi-crop, scales, "
+                 "fusion)", _evaluate_args, _evaluate_run),
+    "predict": ("classes and probabilities of image files", _predict_args, _predict_run),
 }
 
 

@@ -131,13 +131,14 @@ def centre_crop(images: Tensor, size: int) -> Tensor:
 
 
 def grid_offsets(side: int, size: int, n: int = GRID) -> list[int]:
-    """Offsets of ``n`` crops of ``size`` evenly spread over ``side`` (linspace(0, side - size, n),
-    rounded half up): the first crop touches one border, the last the other."""
+    """Offsets of ``n`` crops of ``size`` evenly spread over ``side``: linspace(0, side - size, n)
+    rounded (ties to even, as numpy): the first crop touches one border, the last the other, the
+    grid is symmetric and its middle crop is the centre crop."""
     if side < size:
         raise ValueError(f"a {size}-pixel crop does not fit a side of {side}")
     if n == 1:
         return [centre_offset(side, size)]
-    return [int(math.floor(i * (side - size) / (n - 1) + 0.5)) for i in range(n)]
+    return [int(round(i * (side - size) / (n - 1))) for i in range(n)]
 
 
 def grid_crop(images: Tensor, size: int, cell: tuple[int, int], n: int = GRID) -> Tensor:
@@ -396,6 +397,12 @@ def common_classes(models: Sequence[VGG], names: Sequence[str],
 
 # -- evaluation of a data set --------------------------------------------------------------------------
 
+# Every protocol is the average of one or two components, each a full set of views of every net; a
+# run asked for several protocols computes each component once (dense+multi-crop reuses both halves).
+COMPONENTS = {"centre": ("centre",), "dense": ("dense",), "multi-crop": ("multi-crop",),
+              "dense+multi-crop": ("dense", "multi-crop")}
+
+
 @dataclass
 class EvalResult:
     """Everything one evaluation measured; ``summary()`` is the JSON written by ``--json``."""
@@ -408,6 +415,7 @@ class EvalResult:
     metrics: dict
     seconds: float
     classes: list[str]
+    split: str = ""
     skipped: list = field(default_factory=list)
 
     @property
@@ -417,66 +425,180 @@ class EvalResult:
     def summary(self) -> dict:
         m = self.metrics
         return {"protocol": self.protocol, "scales": self.scales, "flip": self.flip,
-                "views_per_image": self.views, "nets": self.nets, "images": m["images"],
-                "top1_error": m["top1_error"], "top5_error": m["top5_error"],
+                "views_per_image": self.views, "nets": self.nets, "split": self.split,
+                "images": m["images"], "top1_error": m["top1_error"], "top5_error": m["top5_error"],
                 "top1_accuracy": m["top1_accuracy"], "top5_accuracy": m["top5_accuracy"],
                 "seconds": self.seconds, "images_per_second": self.images_per_second,
                 "classes": self.classes, "per_class": m["per_class"], "confusion": m["confusion"],
                 "skipped": [[str(p), str(r)] for p, r in self.skipped]}
 
 
-def describe_scale(scale: tuple[int, int]) -> str:
+def describe_scale(scale: Sequence[int]) -> str:
     """S as the paper's tables write it: 256, or [256;512] for jittered S."""
     return str(scale[0]) if scale[0] == scale[1] else f"[{scale[0]};{scale[1]}]"
 
 
-def evaluate(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
-             protocol: str = "dense", scales: Sequence[int] | None = None, flip: bool | None = None,
-             single_scale: bool = False, batch_size: int = 64, workers: int = 0,
-             progress: bool = False) -> EvalResult:
+def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
+                       protocols: Sequence[str] = ("dense",), scales: Sequence[int] | None = None,
+                       flip: bool | None = None, single_scale: bool = False, batch_size: int = 64,
+                       workers: int = 0, progress: bool = False) -> list[EvalResult]:
     """Evaluate one net, or the fusion of several, on a data set (from ``data.open_dataset``) under
-    a protocol of the paper; see :func:`method_views` and :func:`default_scales`."""
+    each of ``protocols``; see :func:`method_views` for the views and :func:`default_scales` for the
+    test scales. Each scale's pass over the data is batched by image size (``data.eval_batches``)."""
     from . import data
 
     if not models:
         raise ValueError("no nets to evaluate")
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise ValueError(f"unknown protocol {bad[0] if bad else None!r}; valid: {', '.join(PROTOCOLS)}")
     names = list(names or [m.arch for m in models])
     classes = common_classes(models, names, dataset.classes, f"data set {dataset.name}")
-    plans = plan_views(models, protocol, scales, flip, single_scale)
+    needed = list(dict.fromkeys(c for p in protocols for c in COMPONENTS[p]))
+    plans = {c: plan_views(models, c, scales, flip, single_scale) for c in needed}
     device = next(models[0].parameters()).device
-    used = sorted({v.scale for plan in plans for v in plan})
+    for model in models:
+        model.eval()
     skipped: list = []
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(dataset) * len(used), unit="img", desc=f"{protocol} Q={used}",
-                   leave=False, dynamic_ncols=True)
+        from tqdm.auto import tqdm
+        passes = sum(len({v.scale for plan in plans[c] for v in plan}) for c in needed)
+        bar = tqdm(total=len(dataset) * passes, unit="img", desc="evaluate", dynamic_ncols=True)
 
     def batches(q: int) -> Iterator:
-        it = data.eval_batches(dataset, scale=q, batch_size=batch_size, workers=workers,
-                               device=device)
+        it = data.eval_batches(dataset, scale=q, batch_size=batch_size, workers=workers, device=device)
         yield from it
         skipped.extend(s for s in getattr(it, "skipped", []) if s not in skipped)
 
-    start = time.perf_counter()
-    for model in models:
-        model.eval()
-    probs, met = fused_posteriors(models, plans, batches, len(dataset), max_batch=batch_size,
-                                  progress=bar.update if bar else None)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    if bar:
+    probs, met, seconds = {}, {}, {}
+    for c in needed:
+        if bar is not None:
+            bar.set_description(f"{c}")
+        start = time.perf_counter()
+        probs[c], met[c] = fused_posteriors(models, plans[c], batches, len(dataset),
+                                            max_batch=batch_size,
+                                            progress=bar.update if bar is not None else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds[c] = time.perf_counter() - start
+    if bar is not None:
         bar.close()
-    labels = dataset.labels.to(met.device)
-    m = metrics(probs[met], labels[met], classes)
-    nets = [{"checkpoint": n, "arch": mdl.arch, "crop_size": mdl.crop_size,
-             "train_scale": list(train_scale(mdl)),
-             "scales": sorted({v.scale for v in plan})} for n, mdl, plan in zip(names, models, plans)]
-    flip_used = default_flip(protocol) if flip is None else flip
-    return EvalResult(protocol, nets, used, flip_used, sum(len(p) for p in plans), m, seconds,
-                      classes, skipped)
+    labels = dataset.labels.to(device)
+    results = []
+    for p in protocols:
+        comps = COMPONENTS[p]
+        prob = sum(probs[c] for c in comps) / len(comps)  # Sec. 4.3: average the soft-max outputs
+        ok = torch.stack([met[c] for c in comps]).all(0)
+        nets = []
+        for i, (name, model) in enumerate(zip(names, models)):
+            qs = sorted({v.scale for c in comps for v in plans[c][i]})
+            nets.append({"checkpoint": name, "arch": model.arch, "crop_size": model.crop_size,
+                         "train_scale": list(train_scale(model)), "scales": qs})
+        views = sum(len(plans[c][i]) for c in comps for i in range(len(models)))
+        used = sorted({v.scale for c in comps for plan in plans[c] for v in plan})
+        flip_used = any(v.flip for c in comps for plan in plans[c] for v in plan)
+        results.append(EvalResult(p, nets, used, flip_used, views, metrics(prob[ok], labels[ok], classes),
+                                  sum(seconds[c] for c in comps), classes, dataset.split, list(skipped)))
+    return results
 
+
+def evaluate(models: VGG | Sequence[VGG], dataset, *, protocol: str = "dense", **kwargs) -> EvalResult:
+    """Evaluate a net (or fuse several) on a data set under one protocol; keyword arguments as
+    :func:`evaluate_protocols`."""
+    models = [models] if isinstance(models, VGG) else list(models)
+    return evaluate_protocols(models, dataset, protocols=[protocol], **kwargs)[0]
+
+
+def batches_by_size(images: Sequence[Tensor], device=None) -> Callable[[int], Iterator]:
+    """``batches(Q)`` over a list of uint8 (C, H, W) images of any sizes: each rescaled to shorter
+    side Q, those of equal rescaled size stacked into one batch (dense evaluation needs one size per
+    batch). Yields (images, dummy labels, indices into the list)."""
+    from .data import rescale_shorter
+
+    def batches(q: int) -> Iterator:
+        rescaled = [rescale_shorter(x, q) for x in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, x in enumerate(rescaled):
+            by_size.setdefault(tuple(x.shape[-2:]), []).append(i)
+        for idx in by_size.values():
+            labels = torch.zeros(len(idx), dtype=torch.long)
+            yield torch.stack([rescaled[i] for i in idx]).to(device), labels, torch.tensor(idx)
+
+    return batches
+
+
+# -- prediction of image files -------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def image_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files named directly, and the images (by suffix) under each named folder, sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def read_image(path: str | Path, channels: int) -> Tensor:
+    """Decode one image file as uint8 (C, H, W): grey for a 1-channel net, RGB otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+            return x.view(im.height, im.width, -1).permute(2, 0, 1).contiguous()
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except IsADirectoryError:
+        raise ValueError("is a folder") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"not a readable image ({e})") from None
+
+
+def predict(models: Sequence[VGG], inputs: Sequence[str | Path], *, names: Sequence[str] | None = None,
+            protocol: str = "dense", scales: Sequence[int] | None = None, flip: bool | None = None,
+            single_scale: bool = False, topk: int = 5, chunk: int = 64
+            ) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Class posteriors of image files (and the images of folders) under a protocol: returns one
+    ``{"file", "top": [{"class", "probability"}]}`` per readable image and the (file, reason) of
+    every unreadable one, which is skipped."""
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    names = list(names or [m.arch for m in models])
+    classes = common_classes(models, names)
+    plans = plan_views(models, protocol, scales, flip, single_scale)
+    channels = max(m.in_channels for m in models)
+    device = next(models[0].parameters()).device
+    results, skipped = [], []
+    files = image_files(inputs)
+    if not files:
+        raise ValueError(f"no image files in {', '.join(map(str, inputs))}")
+    for start in range(0, len(files), chunk):
+        loaded = []
+        for path in files[start:start + chunk]:
+            try:
+                loaded.append((path, read_image(path, channels)))
+            except ValueError as e:
+                skipped.append((str(path), str(e)))
+        if not loaded:
+            continue
+        batches = batches_by_size([x for _, x in loaded], device)
+        probs, _ = fused_posteriors(models, plans, batches, len(loaded))
+        top = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for (path, _), p, i in zip(loaded, top.values.tolist(), top.indices.tolist()):
+            results.append({"file": str(path),
+                            "top": [{"class": classes[j], "probability": v} for v, j in zip(p, i)]})
+    return results, skipped
+
+
+# -- reports -------------------------------------------------------------------------------------------
 
 def result_table(results: Sequence[EvalResult]) -> str:
     """The paper's table form (Tables 3-6): net, train S, test Q, method, top-1/top-5 error, and the
@@ -486,14 +608,14 @@ def result_table(results: Sequence[EvalResult]) -> str:
     rows = []
     for r in results:
         net = " + ".join(Path(n["checkpoint"]).stem or n["checkpoint"] for n in r.nets)
-        train = " / ".join(describe_scale(tuple(n["train_scale"])) for n in r.nets)
+        train = " / ".join(describe_scale(n["train_scale"]) for n in r.nets)
         test = " / ".join(",".join(map(str, n["scales"])) for n in r.nets)
-        method = r.protocol + ("" if r.flip else " (no flip)")
+        method = r.protocol + ("" if r.flip or r.protocol == "centre" else " (no flip)")
         m = r.metrics
         rows.append([net, train, test, method, r.views, f"{m['top1_error']:.2f}", f"{m['top5_error']:.2f}",
-                     f"{m['top1_accuracy']:.2f}", f"{m['top5_accuracy']:.2f}"])
+                     f"{m['top1_accuracy']:.2f}", f"{m['top5_accuracy']:.2f}", f"{r.images_per_second:.1f}"])
     return table(rows, ["net", "train S", "test Q", "method", "views", "top-1 err %", "top-5 err %",
-                        "top-1 acc %", "top-5 acc %"])
+                        "top-1 acc %", "top-5 acc %", "images/s"])
 
 
 def per_class_table(result: EvalResult) -> str:
@@ -504,9 +626,134 @@ def per_class_table(result: EvalResult) -> str:
     return table(rows, ["class", "images", "accuracy %"])
 
 
-def write_json(obj: dict, path: str | Path) -> Path:
+def write_json(obj, path: str | Path) -> Path:
     """Write JSON atomically (an interrupted run never leaves a torn file)."""
     from .weights import atomic_write
 
     text = json.dumps(obj, indent=2)
     return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+# -- the commands --------------------------------------------------------------------------------------
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` (or None): the GPU when there is one, else the CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"bad device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available")
+    return dev
+
+
+def load_nets(specs: Sequence[str], device) -> list[VGG]:
+    """Load every checkpoint: our file or run folder (its best checkpoint); with the weights
+    module's ``load_any``, also foreign weight files, known names and URLs."""
+    from . import weights
+
+    if not specs:
+        raise ValueError("give at least one checkpoint (or --pretrained NAME|PATH|URL)")
+    return [weights.load_model(spec, device=device) for spec in specs]
+
+
+@dataclass
+class EvalConfig:
+    """``vgg evaluate``: nets (fused when several), data, split and protocol(s); outputs."""
+
+    checkpoints: list[str]
+    data: str = "fashion-mnist"
+    split: str = "test"
+    protocols: list[str] = field(default_factory=lambda: ["dense"])
+    scales: list[int] | None = None
+    single_scale: bool = False
+    flip: bool | None = None
+    limit: int | None = None
+    batch_size: int = 64
+    workers: int = 0
+    device: str | None = None
+    json: str | None = None
+    confusion: str | None = None
+    per_class: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        problems = []
+        if not self.checkpoints:
+            problems.append("give at least one checkpoint (or --pretrained NAME|PATH|URL)")
+        if self.split not in ("train", "val", "test"):
+            problems.append(f"split must be train, val or test, got {self.split!r}")
+        problems += [f"unknown protocol {p!r}; valid: {', '.join(PROTOCOLS)}" for p in self.protocols
+                     if p not in PROTOCOLS]
+        if self.batch_size < 1:
+            problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            problems.append(f"workers must be >= 0, got {self.workers}")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit must be >= 1, got {self.limit}")
+        if self.scales is not None and any(q < 1 for q in self.scales):
+            problems.append(f"scales must be positive, got {self.scales}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
+    """The ``vgg evaluate`` command: evaluate, print the paper-style table and per-class accuracy,
+    write the confusion matrix PNG and (``json``) every number."""
+    from . import data
+
+    device = resolve_device(config.device)
+    dataset = data.open_dataset(config.data, config.split, limit=config.limit)
+    models = load_nets(config.checkpoints, device)
+    results = evaluate_protocols(models, dataset, names=config.checkpoints, protocols=config.protocols,
+                                 scales=config.scales, flip=config.flip, single_scale=config.single_scale,
+                                 batch_size=config.batch_size, workers=config.workers,
+                                 progress=config.progress)
+    out(f"{dataset.name} {config.split}: {results[0].metrics['images']} images, "
+        f"{len(results[0].classes)} classes, on {device}")
+    out(result_table(results))
+    best = results[-1]
+    if config.per_class:
+        out(f"\nper-class accuracy ({best.protocol}):")
+        out(per_class_table(best))
+    confusion = config.confusion or str(Path(config.json).parent / f"confusion_{best.protocol}.png"
+                                        if config.json else f"confusion_{best.protocol}.png")
+    title = f"{' + '.join(Path(c).stem for c in config.checkpoints)}: {best.protocol}, Q={best.scales}"
+    save_confusion_png(best.metrics["confusion"], best.classes, confusion, title)
+    out(f"confusion matrix ({best.protocol}): {confusion}")
+    for path, reason in best.skipped:
+        out(f"skipped {path}: {reason}")
+    if config.json:
+        summaries = [r.summary() for r in results]
+        write_json(summaries[0] if len(summaries) == 1 else summaries, config.json)
+        out(f"wrote {config.json}")
+    return results
+
+
+def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: str = "dense",
+                scales: Sequence[int] | None = None, flip: bool | None = None, single_scale: bool = False,
+                topk: int = 5, device: str | None = None, as_json: bool = False, out=print,
+                err=None) -> list[dict]:
+    """The ``vgg predict`` command: the top-k classes of each image; unreadable files are reported
+    by name (on ``err``) and skipped."""
+    import sys
+
+    err = err or (lambda s: print(s, file=sys.stderr))
+    models = load_nets(checkpoints, resolve_device(device))
+    results, skipped = predict(models, inputs, names=checkpoints, protocol=protocol, scales=scales,
+                               flip=flip, single_scale=single_scale, topk=topk)
+    for path, reason in skipped:
+        err(f"skipped {path}: {reason}")
+    if as_json:
+        out(json.dumps({"protocol": protocol, "predictions": results,
+                        "skipped": [{"file": p, "reason": r} for p, r in skipped]}, indent=2))
+    else:
+        for r in results:
+            out(r["file"])
+            for t in r["top"]:
+                out(f"  {t['probability']:7.4f}  {t['class']}")
+    if not results:
+        raise ValueError(f"none of the {len(skipped)} files could be read")
+    return results
