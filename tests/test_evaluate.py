@@ -376,3 +376,16 @@ def test_cli_predict_skips_unreadable_files(checkpoints, tmp_path, capsys):
     assert "a.png" in capsys.readouterr().out
     assert main(["predict", str(checkpoints["fixed"]), str(folder / "broken.png")]) == 2
     assert "none of the 1 files could be read" in capsys.readouterr().err
+
+
+def test_views_showing_the_same_pixels_run_once():
+    model = tiny()
+    seen = []
+    model.features[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x = images(3, CROP, CROP)
+    multi = ev.view_posteriors(model, x, ev.method_views("multi-crop", [CROP]))
+    assert sum(seen) == 2 * 3  # 25 identical crops and their 25 identical flips: two passes
+    torch.testing.assert_close(multi, ev.view_posteriors(model, x, ev.method_views("dense", [CROP])))
+    seen.clear()
+    ev.view_posteriors(model, images(3, 40, 48), ev.method_views("multi-crop", [40]))
+    assert sum(seen) == 50 * 3  # every crop different

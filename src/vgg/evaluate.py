@@ -227,26 +227,46 @@ def posterior(model: VGG, images: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
+def view_box(view: View, height: int, width: int, crop_size: int) -> tuple[int, int, int, int, bool]:
+    """(top, left, height, width, flipped) of the pixels a view shows of a height x width image."""
+    if view.kind == "dense":
+        return 0, 0, height, width, view.flip
+    if view.kind == "centre":
+        top, left = centre_offset(height, crop_size), centre_offset(width, crop_size)
+    elif view.kind == "grid":
+        top = grid_offsets(height, crop_size)[view.cell[0]]
+        left = grid_offsets(width, crop_size)[view.cell[1]]
+    else:
+        raise ValueError(f"unknown view kind {view.kind!r}; valid: dense, centre, grid")
+    return top, left, crop_size, crop_size, view.flip
+
+
+@torch.inference_mode()
 def view_posteriors(model: VGG, images: Tensor, views: Sequence[View],
                     max_batch: int = 256) -> Tensor:
     """The weighted sum of the posteriors of ``views`` of a batch at one scale, (N, K).
 
-    Views whose outputs have the same shape are stacked into one forward pass of at most
-    ``max_batch`` images (a 5x5 grid of small batches still runs as a few big ones).
+    Views that show the same pixels (the 25 grid crops of an image no larger than the crop, the
+    middle grid crop and the centre crop) run once with their weights added. Views of the same shape
+    are stacked into one forward pass of at most ``max_batch`` images.
     """
-    n = images.shape[0]
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     total = torch.zeros(n, model.num_classes, device=images.device)
-    groups: dict[tuple[int, ...], list[View]] = {}
+    unique: dict[tuple, tuple[View, float]] = {}
     for v in views:
-        shape = (images.shape[-2], images.shape[-1]) if v.kind == "dense" else (model.crop_size,) * 2
-        groups.setdefault(shape, []).append(v)
+        box = view_box(v, h, w, model.crop_size)
+        first, weight = unique.get(box, (v, 0.0))
+        unique[box] = (first, weight + v.weight)
+    groups: dict[tuple[int, int], list[tuple[View, float]]] = {}
+    for box, item in unique.items():
+        groups.setdefault(box[2:4], []).append(item)
+    per_pass = max(1, max_batch // max(1, n))
     for group in groups.values():
-        per_pass = max(1, max_batch // max(1, n))
         for i in range(0, len(group), per_pass):
             chunk = group[i:i + per_pass]
-            x = torch.cat([view_images(images, v, model.crop_size) for v in chunk])
+            x = torch.cat([view_images(images, v, model.crop_size) for v, _ in chunk])
             p = posterior(model, x).view(len(chunk), n, -1)
-            w = torch.tensor([v.weight for v in chunk], device=p.device).view(-1, 1, 1)
+            w = torch.tensor([weight for _, weight in chunk], device=p.device).view(-1, 1, 1)
             total += (p * w).sum(0)
     return total
 
