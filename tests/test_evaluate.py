@@ -332,7 +332,7 @@ def test_cli_evaluate_errors(checkpoints, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "class lists of" in err and "class 9 is 'Ankle boot' vs 'Boot'" in err
     assert main(["evaluate", str(tmp_path / "none.safetensors"), "--no-progress"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "none.safetensors is neither a file or run folder" in capsys.readouterr().err
     assert main(["evaluate", "--no-progress"]) == 2
     assert "at least one checkpoint" in capsys.readouterr().err
     assert main(["evaluate", str(checkpoints["fixed"]), "--scales", "16", "--limit", "4",

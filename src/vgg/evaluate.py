@@ -670,13 +670,14 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def load_nets(specs: Sequence[str], device) -> list[VGG]:
-    """Load every checkpoint: our file or run folder (its best checkpoint); with the weights
-    module's ``load_any``, also foreign weight files, known names and URLs."""
-    from . import weights
+    """Load every checkpoint, ready for inference: our file or run folder (its best checkpoint), a
+    foreign weight file (torchvision, timm, Keras), a known name (``vgg16``) or a URL."""
+    from .models import prepare_for_inference
+    from .weights import load_any
 
     if not specs:
         raise ValueError("give at least one checkpoint (or --pretrained NAME|PATH|URL)")
-    return [weights.load_model(spec, device=device) for spec in specs]
+    return [prepare_for_inference(load_any(spec), device) for spec in specs]
 
 
 @dataclass
