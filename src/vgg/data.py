@@ -22,10 +22,13 @@ Float conversion, flip, lighting and normalisation run on the device, batched.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.client
 import math
 import os
+import random
 import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
@@ -35,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from .models import Normalization
@@ -95,10 +99,13 @@ def download(url: str, dest: Path, sha256: str, size: int | None = None, timeout
     digest, got = hashlib.sha256(), 0
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
-                got += len(chunk)
+            try:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+                    got += len(chunk)
+            except http.client.HTTPException as e:  # IncompleteRead: the server closed early
+                raise ValueError(f"{url}: transfer cut short after {got} bytes ({e!r})") from e
         if size is not None and got != size:
             raise ValueError(f"{url}: got {got} bytes, expected {size} (truncated or wrong file)")
         if digest.hexdigest() != sha256:
@@ -109,11 +116,13 @@ def download(url: str, dest: Path, sha256: str, size: int | None = None, timeout
     return dest
 
 
-def download_fashion_mnist(dest: str | Path | None = None, mirrors: Sequence[str] = FASHION_MNIST_MIRRORS,
+def download_fashion_mnist(dest: str | Path | None = None, mirrors: Sequence[str] | None = None,
                            timeout: float = 60) -> Path:
     """Fetch the four Fashion-MNIST files into ``dest`` (default: the cache), trying each mirror in
-    turn; every file is SHA-256 checked. Raises ValueError listing every failure."""
+    turn (default: FASHION_MNIST_MIRRORS); every file is SHA-256 checked. Raises ValueError listing
+    every failure."""
     folder = Path(dest) if dest is not None else cache_dir() / "fashion-mnist"
+    mirrors = FASHION_MNIST_MIRRORS if mirrors is None else mirrors
     for name, size, sha in FASHION_MNIST_FILES.values():
         if (folder / name).is_file() and _sha256(folder / name) == sha:
             continue
@@ -248,10 +257,6 @@ def open_dataset(data: str, split: str, *, limit: int | None = None, val_size: i
         return TensorDataset(images, torch.from_numpy(y.astype(np.int64)), FASHION_MNIST_CLASSES,
                              "fashion-mnist", split)
     return open_folder(data, split, limit=limit, strict=strict)
-
-
-def open_folder(root: str | Path, split: str, *, limit: int | None = None, strict: bool = False):
-    raise FileNotFoundError(f"{root}: image folders are not supported yet")
 
 
 # -- per-sample randomness ---------------------------------------------------------------------------
@@ -435,19 +440,358 @@ def pca_lighting(images: Tensor, alphas: Tensor, eigval, eigvec) -> Tensor:
     return images + shift[:, :, None, None]
 
 
-def augment_parameters(augment: Augment, seed: int, epoch: int, positions, heights, widths) -> dict:
-    """Every random choice of the samples at these epoch positions: S, the crop box (source pixels),
-    the flip, and the lighting alphas. Pure function of (seed, epoch, position) and the image size."""
+def augment_parameters(augment: Augment, seed: int, epoch: int, positions, heights=None, widths=None) -> dict:
+    """Every random choice of the samples at these epoch positions: S, the crop box (source pixels;
+    only when the images' heights and widths are given), the flip, and the lighting alphas.
+    A pure function of (seed, epoch, position) and the image size."""
     positions = np.asarray(positions, dtype=np.int64)
     smin, smax = augment.scale
     u = [sample_uniform(seed, epoch, positions, k) for k in range(4)]
     scales = smin + np.minimum(np.floor(u[0] * (smax - smin + 1)), smax - smin).astype(np.int64)
-    boxes = crop_boxes(heights, widths, scales, augment.crop_size, u[1], u[2])
+    boxes = None if heights is None else crop_boxes(heights, widths, scales, augment.crop_size, u[1], u[2])
     flips = (u[3] < 0.5) if augment.flip else np.zeros(len(positions), dtype=bool)
     channels = len(augment.pca["eigval"]) if augment.pca else 0
     alphas = np.stack([sample_normal(seed, epoch, positions, k) for k in range(channels)], axis=-1) \
         if channels else np.zeros((len(positions), 0))
     return {"scale": scales, "box": boxes, "flip": flips, "alpha": alphas * augment.lighting_std}
+
+
+# -- image folders -----------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+                              ".ppm", ".pgm", ".pbm", ".pnm"})
+# Images above this many pixels are refused as decompression bombs (Pillow's own default limit).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89478485
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+
+class BadImage(Exception):
+    """A file that cannot be used as an image; ``str(e)`` is the reason."""
+
+
+def _bad_reason(path: str, error: BaseException) -> str:
+    if isinstance(error, BadImage):
+        return str(error)
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return f"too large to decode safely ({error})"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image (Pillow cannot identify the format)"
+    if "truncated" in str(error):
+        return f"truncated ({error})"
+    return f"corrupt ({type(error).__name__}: {error})"
+
+
+def open_image(path: str | Path) -> tuple[Image.Image, Image.Transpose | None]:
+    """Open an image lazily (header only) and refuse decompression bombs; also return the transpose
+    that applies its EXIF orientation (None when upright). Raises BadImage with the reason."""
+    path = str(path)
+    im = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        if im.width * im.height > MAX_PIXELS:
+            raise BadImage(f"too large to decode safely ({im.width}x{im.height} pixels > {MAX_PIXELS})")
+        orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
+        return im, _ORIENTATION.get(orientation)
+    except Exception as e:  # any decoder error (Pillow raises many types) is a reason to skip the file
+        if im is not None:
+            im.close()
+        raise e if isinstance(e, BadImage) else BadImage(_bad_reason(path, e)) from e
+
+
+def oriented_size(im: Image.Image, transpose) -> tuple[int, int]:
+    """(height, width) once EXIF orientation is applied."""
+    w, h = im.size
+    swaps = transpose in (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
+                          Image.Transpose.ROTATE_270)
+    return (w, h) if swaps else (h, w)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16/32-bit greyscale scaled (not clipped) to 0-255, transparency
+    composited over white, palette/greyscale/CMYK/YCbCr converted."""
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        else:  # 16-bit samples (I;16*, or "I" from a 16-bit PNG/TIFF): 65535 -> 255
+            a = a / 257.0
+        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: str | Path, min_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode ``path`` to an upright 8-bit RGB Pillow image.
+
+    With ``min_size`` = (height, width) wanted after orientation, a JPEG at least twice as large is
+    decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (Pillow's draft mode), never below min_size.
+    Raises BadImage with the reason (corrupt, truncated, empty, not an image, too large).
+    """
+    im, transpose = open_image(path)
+    with im:
+        return _decode(im, transpose, str(path), min_size)
+
+
+def _decode(im: Image.Image, transpose, path: str, min_size: tuple[int, int] | None) -> Image.Image:
+    try:
+        if min_size is not None and im.format == "JPEG":
+            h, w = oriented_size(im, transpose)
+            if min(h, w) >= 2 * min(min_size):  # draft mode only pays when it can halve the image
+                wanted = min_size if (h, w) != (im.height, im.width) else min_size[::-1]
+                im.draft(im.mode, wanted)
+        im.load()
+        out = im.transpose(transpose) if transpose is not None else im
+        out = to_rgb(out)
+        return out.copy() if out is im else out  # detached from the file, which the caller closes
+    except Exception as e:  # as above
+        raise BadImage(_bad_reason(path, e)) from e
+
+
+def _to_tensor(im: Image.Image) -> Tensor:
+    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def decode_train_crop(path: str, augment: Augment, seed: int, epoch: int, position: int) -> Tensor:
+    """The uint8 (3, crop, crop) training crop of one file (Sec. 3.1): rescale to S, random crop,
+    with S and the crop drawn from (seed, epoch, position). Only the crop's window of the source is
+    resampled (``Image.resize(box=...)``), after draft-mode JPEG decoding at the rescaled size."""
+    im, transpose = open_image(path)
+    with im:
+        h, w = oriented_size(im, transpose)
+        p = augment_parameters(augment, seed, epoch, [position], h, w)
+        rgb = _decode(im, transpose, path, rescaled_size(h, w, int(p["scale"][0])))
+    fx, fy = rgb.width / w, rgb.height / h  # draft mode shrank the image by these factors
+    x0, y0, x1, y1 = p["box"][0]
+    crop = rgb.resize((augment.crop_size, augment.crop_size), Image.Resampling.BILINEAR,
+                      box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy))
+    return _to_tensor(crop)
+
+
+def decode_rescaled(path: str, scale: int, size: tuple[int, int] | None = None) -> Tensor:
+    """The uint8 (3, H, W) image rescaled so its shorter side is ``scale`` (Q, Sec. 3.2), uncropped.
+    ``size`` = the expected (H, W) after rescaling (from the header), checked."""
+    im, transpose = open_image(path)
+    with im:
+        h, w = oriented_size(im, transpose)
+        sh, sw = rescaled_size(h, w, scale)
+        if size is not None and (sh, sw) != tuple(size):
+            raise BadImage(f"changed on disk since it was listed: now {w}x{h}")
+        rgb = _decode(im, transpose, path, (sh, sw))
+    if rgb.size != (sw, sh):
+        rgb = rgb.resize((sw, sh), Image.Resampling.BILINEAR)
+    return _to_tensor(rgb)
+
+
+class FolderDataset(ImageDataset):
+    """Images stored as files ``<split folder>/<class>/<image>``, decoded on demand."""
+
+    channels = 3
+
+    def __init__(self, paths: list[str], labels: list[int], classes: list[str], name: str, split: str):
+        self.paths, self.classes, self.name, self.split = list(paths), list(classes), name, split
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self._sizes: list[tuple[int, int] | str] | None = None
+        self._loaders: dict = {}
+
+    def subset(self, indices) -> FolderDataset:
+        """A dataset of the given indices (same classes)."""
+        return FolderDataset([self.paths[i] for i in indices], [int(self.labels[i]) for i in indices],
+                             self.classes, self.name, self.split)
+
+    def sizes(self) -> list[tuple[int, int] | str]:
+        """Every image's upright (height, width) read from its header, or the reason it is unreadable."""
+        if self._sizes is None:
+            sizes: list[tuple[int, int] | str] = []
+            for path in self.paths:
+                try:
+                    im, transpose = open_image(path)
+                    sizes.append(oriented_size(im, transpose))
+                    im.close()
+                except BadImage as e:
+                    sizes.append(str(e))
+            self._sizes = sizes
+        return self._sizes
+
+    def __getstate__(self):  # workers need the paths, not the cached loaders
+        return {**self.__dict__, "_loaders": {}}
+
+
+def _list_classes(split_dir: Path) -> list[str]:
+    return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _list_images(class_dir: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def open_folder(root: str | Path, split: str, *, limit: int | None = None,
+                strict: bool = False) -> FolderDataset:
+    """One split of an image-folder root (``root/<split>/<class>/<image>``; classes sorted by name as
+    torchvision's ImageFolder sorts them). See :func:`open_dataset`."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder (expected a dataset root with train/ and val/, "
+                                f"or 'fashion-mnist')")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        present = [s for s in ("train", "val", "test") if (root / s).is_dir()]
+        raise FileNotFoundError(f"{split_dir}: no {split} folder in {root} (found: {present or 'none'})")
+    classes = _list_classes(split_dir)
+    if not classes:
+        raise ValueError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
+    for other in ("train", "val", "test"):
+        other_dir = root / other
+        if other != split and other_dir.is_dir():
+            other_classes = _list_classes(other_dir)
+            if other_classes != classes:
+                only_here = sorted(set(classes) - set(other_classes))
+                only_there = sorted(set(other_classes) - set(classes))
+                raise ValueError(f"class folders differ between {split_dir} and {other_dir}: "
+                                 f"only in {split}: {only_here}, only in {other}: {only_there}")
+    per_class = []
+    for c in classes:
+        files = _list_images(split_dir / c)
+        if not files:
+            raise ValueError(f"{split_dir / c}: class folder with no images "
+                             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        per_class.append(files)
+    paths, labels = [], []
+    if limit is None:
+        for label, files in enumerate(per_class):
+            paths += files
+            labels += [label] * len(files)
+    else:
+        # The first N images taken round-robin over the classes, so a quick run still sees every class.
+        for i in range(max(len(f) for f in per_class)):
+            for label, files in enumerate(per_class):
+                if i < len(files) and len(paths) < limit:
+                    paths.append(files[i])
+                    labels.append(label)
+    dataset = FolderDataset(paths, labels, classes, str(root), split)
+    if strict:
+        check_images(dataset)
+    return dataset
+
+
+def check_images(dataset: FolderDataset, workers: int | None = None) -> None:
+    """Decode every image now; raise ValueError naming the first bad file and why (``--strict``)."""
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
+    loader = _loader(_CheckReader(dataset.paths), [[i] for i in range(len(dataset))], workers,
+                     pin=False, seed=0)
+    for results in loader:
+        for path, reason in results:
+            if reason is not None:
+                raise ValueError(f"{path}: {reason}")
+
+
+class _CheckReader:
+    def __init__(self, paths):
+        self.paths = paths
+
+    def __getitem__(self, i):
+        try:
+            load_image(self.paths[i])
+            return self.paths[i], None
+        except BadImage as e:
+            return self.paths[i], str(e)
+
+
+# -- loaders -----------------------------------------------------------------------------------------
+
+class _Plan:
+    """A DataLoader batch sampler whose batches of jobs are set per epoch (so that persistent workers
+    serve every epoch): each job carries everything the worker needs, randomness included."""
+
+    def __init__(self, plan):
+        self.plan = plan
+
+    def __iter__(self):
+        return iter(self.plan)
+
+    def __len__(self):
+        return len(self.plan)
+
+
+def _worker_init(seed: int, worker_id: int) -> None:
+    # Workers draw no random numbers of their own (every parameter comes with the job), but anything
+    # that does gets a seed derived from the run's, not from the clock.
+    torch.set_num_threads(1)
+    s = _mix64(_mix64(seed + 0xC0FFEE) ^ worker_id)
+    torch.manual_seed(s & ((1 << 63) - 1))
+    np.random.seed(s & 0xFFFFFFFF)
+    random.seed(s)
+
+
+def _loader(reader, plan, workers: int, pin: bool, seed: int, collate=list, cache: dict | None = None,
+            key=None):
+    """Iterate ``collate([reader[job] for job in batch])`` over the plan's batches, in the main process
+    (workers=0) or in a DataLoader with ``workers`` persistent, seeded processes (cached in ``cache``)."""
+    if workers <= 0:
+        return (collate([reader[job] for job in jobs]) for jobs in plan)
+    loader = cache.get(key) if cache is not None else None
+    if loader is None:
+        loader = torch.utils.data.DataLoader(
+            reader, batch_sampler=_Plan(plan), num_workers=workers, collate_fn=collate, pin_memory=pin,
+            persistent_workers=cache is not None, worker_init_fn=functools.partial(_worker_init, seed),
+            prefetch_factor=4)
+        if cache is not None:
+            cache[key] = loader
+    loader.batch_sampler.plan = plan
+    return iter(loader)
+
+
+def _collate(items):
+    """(uint8 tensor | None, label, position, path, reason) items -> good samples stacked + the bad."""
+    good = [it for it in items if it[0] is not None]
+    return {"images": torch.stack([it[0] for it in good]) if good else None,
+            "labels": torch.tensor([it[1] for it in good], dtype=torch.int64),
+            "positions": torch.tensor([it[2] for it in good], dtype=torch.int64),
+            "bad": [(it[3], it[4]) for it in items if it[0] is None]}
+
+
+class _TrainReader:
+    def __init__(self, paths, labels):
+        self.paths, self.labels = paths, labels
+
+    def __getitem__(self, job):
+        index, position, seed, epoch, augment = job
+        try:
+            crop = decode_train_crop(self.paths[index], augment, seed, epoch, position)
+            return crop, self.labels[index], position, self.paths[index], None
+        except BadImage as e:
+            return None, self.labels[index], position, self.paths[index], str(e)
+
+
+class _EvalReader:
+    def __init__(self, paths, labels):
+        self.paths, self.labels = paths, labels
+
+    def __getitem__(self, job):
+        index, scale, size = job
+        try:
+            image = decode_rescaled(self.paths[index], scale, size)
+            return image, self.labels[index], index, self.paths[index], None
+        except BadImage as e:
+            return None, self.labels[index], index, self.paths[index], str(e)
 
 
 # -- batches -----------------------------------------------------------------------------------------
@@ -546,8 +890,27 @@ def _tensor_train(dataset: TensorDataset, plan, order, augment, normalization, s
     return generate
 
 
-def _folder_train(*args):
-    raise NotImplementedError
+def _folder_train(dataset: FolderDataset, plan, order, augment, normalization, seed, epoch, device,
+                  channels_last, workers):
+    reader = _TrainReader(dataset.paths, dataset.labels.tolist())
+    jobs = [[(int(order[p]), int(p), seed, epoch, augment) for p in positions] for positions in plan]
+    pin = device.type == "cuda"
+
+    def generate(batches: Batches):
+        loader = _loader(reader, jobs, workers, pin, seed, _collate, dataset._loaders,
+                         ("train", workers, pin, seed))
+        for batch in loader:
+            for path, reason in batch["bad"]:
+                batches._skip(path, reason)
+            if batch["images"] is None:
+                continue
+            # Flip and lighting depend on the position only; the worker already drew S and the crop.
+            p = augment_parameters(augment, seed, epoch, batch["positions"].numpy())
+            crops = batch["images"].to(device, non_blocking=True)
+            yield (_finish(crops, p["flip"], p["alpha"], augment, normalization, channels_last),
+                   batch["labels"].to(device, non_blocking=True))
+
+    return generate
 
 
 def eval_batches(dataset: ImageDataset, *, scale: int, batch_size: int, workers: int = 0,
@@ -572,8 +935,32 @@ def eval_batches(dataset: ImageDataset, *, scale: int, batch_size: int, workers:
     return _folder_eval(dataset, scale, batch_size, workers, device)
 
 
-def _folder_eval(*args):
-    raise NotImplementedError
+def _folder_eval(dataset: FolderDataset, scale: int, batch_size: int, workers: int, device) -> Batches:
+    groups: dict[tuple[int, int], list[int]] = {}
+    unreadable = []
+    for i, size in enumerate(dataset.sizes()):
+        if isinstance(size, str):
+            unreadable.append((dataset.paths[i], size))
+        else:
+            groups.setdefault(rescaled_size(size[0], size[1], scale), []).append(i)
+    # Images of one rescaled size form batches together (dense evaluation needs equal shapes).
+    jobs = [[(i, scale, hw) for i in idx[k:k + batch_size]]
+            for hw, idx in sorted(groups.items()) for k in range(0, len(idx), batch_size)]
+    reader = _EvalReader(dataset.paths, dataset.labels.tolist())
+    pin = device.type == "cuda"
+
+    def generate(batches: Batches):
+        for path, reason in unreadable:
+            batches._skip(path, reason)
+        loader = _loader(reader, jobs, workers, pin, 0, _collate, dataset._loaders, ("eval", workers, pin))
+        for batch in loader:
+            for path, reason in batch["bad"]:
+                batches._skip(path, reason)
+            if batch["images"] is not None:
+                yield (batch["images"].to(device, non_blocking=True), batch["labels"].to(device),
+                       batch["positions"].to(device))
+
+    return Batches(len(jobs), generate)
 
 
 def channel_statistics(dataset: ImageDataset, *, max_images: int = 10000, seed: int = 0) -> dict:
@@ -613,4 +1000,8 @@ def _pixels(dataset: ImageDataset, take: np.ndarray):
             chunk = dataset.images[torch.from_numpy(take[start:start + 1024])]
             yield chunk.permute(1, 0, 2, 3).reshape(dataset.channels, -1).double().numpy()
         return
-    raise NotImplementedError
+    # Folders: colour statistics of the images rescaled to shorter side 256 (the paper's smallest S).
+    subset = dataset.subset(take.tolist())
+    batches = eval_batches(subset, scale=256, batch_size=1, workers=min(4, os.cpu_count() or 1))
+    for images, _, _ in batches:
+        yield images.reshape(3, -1).double().numpy()
