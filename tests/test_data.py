@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import os
+import struct
+import zlib
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 from vgg import data as D
 from vgg.data import (
@@ -281,3 +287,286 @@ def test_channel_statistics_match_numpy():
     assert st["eigval"][0] > st["eigval"][1] > st["eigval"][2]
     sub = channel_statistics(ds, max_images=10, seed=1)
     assert sub["mean"] != st["mean"]
+
+
+# -- image folders -----------------------------------------------------------------------------------
+
+def smooth_image(h, w, seed=0):
+    """A smooth RGB test picture (low frequencies only), so that JPEG and resampling errors are small."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    chans = [128 + 100 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y
+                                             + rng.random())) for _ in range(3)]
+    return Image.fromarray(np.stack(chans, -1).round().astype(np.uint8), "RGB")
+
+
+def make_folder(root, splits=("train", "val"), classes=("cat", "dog"), per_class=3, size=(40, 56), ext="png"):
+    for split in splits:
+        for ci, c in enumerate(classes):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                smooth_image(*size, seed=ci * 100 + i).save(d / f"{i}.{ext}")
+    return root
+
+
+def broken_files(folder) -> dict[str, str]:
+    """Write one real broken file of every kind; return {file name: expected reason prefix}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    img = smooth_image(40, 50)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    i = png.index(b"IDAT") + 24
+    png[i:i + 30] = bytes(30)  # zeroed compressed data: the zlib stream is broken
+    (folder / "corrupt.png").write_bytes(bytes(png))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_bytes(b"just some text, not a picture\n" * 10)
+    # A failed download saved under an image name: the extension says JPEG, the content is HTML.
+    (folder / "download.jpg").write_bytes(b"<html><body><h1>404 Not Found</h1></body></html>")
+
+    def chunk(kind, payload):
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + crc
+
+    # A decompression bomb: a tiny PNG whose header claims 50,000 x 50,000 pixels.
+    (folder / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50000, 50000, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(bytes(100))) + chunk(b"IEND", b""))
+    return {"corrupt.png": "corrupt", "truncated.jpg": "truncated", "empty.jpg": "empty file",
+            "notes.png": "not an image", "download.jpg": "not an image", "bomb.png": "too large"}
+
+
+def test_open_folder_layout(tmp_path):
+    root = make_folder(tmp_path, classes=("zebra", "ant", "Bee"), per_class=3)
+    (root / "train" / "ant" / "nested").mkdir()
+    smooth_image(20, 20).save(root / "train" / "ant" / "nested" / "deep.jpg")
+    (root / "train" / "ant" / "README.txt").write_text("not an image, ignored")
+    (root / "train" / "ant" / ".hidden.png").write_bytes(b"")
+    ds = open_dataset(str(root), "train")
+    assert ds.classes == ["Bee", "ant", "zebra"]  # sorted by name, as torchvision's ImageFolder
+    assert len(ds) == 10 and ds.channels == 3
+    assert ds.labels.tolist() == [0] * 3 + [1] * 4 + [2] * 3
+    assert any(p.endswith("deep.jpg") for p in ds.paths)
+    assert not any(p.endswith((".txt", ".hidden.png")) for p in ds.paths)
+    small = open_dataset(str(root), "train", limit=4)
+    assert small.labels.tolist() == [0, 1, 2, 0]  # round-robin over classes: every class in a quick run
+    assert open_dataset(str(root), "val").classes == ds.classes
+
+
+def test_open_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        open_dataset(str(tmp_path / "missing"), "train")
+    root = make_folder(tmp_path / "a", splits=("train",))
+    with pytest.raises(FileNotFoundError, match=r"val.*found: \['train'\]"):
+        open_dataset(str(root), "val")
+    (root / "val").mkdir()
+    with pytest.raises(ValueError, match="no class folders"):
+        open_dataset(str(root), "val")
+    (root / "val" / "cat").mkdir()
+    (root / "val" / "dog").mkdir()
+    smooth_image(20, 20).save(root / "val" / "cat" / "a.png")
+    with pytest.raises(ValueError, match=r"val/dog: class folder with no images"):
+        open_dataset(str(root), "val")
+    (root / "val" / "dog").rename(root / "val" / "dingo")
+    smooth_image(20, 20).save(root / "val" / "dingo" / "a.png")
+    with pytest.raises(ValueError, match=r"differ.*only in val: \['dingo'\].*only in train: \['dog'\]"):
+        open_dataset(str(root), "val")
+    with pytest.raises(ValueError, match="class folders differ"):
+        open_dataset(str(root), "train")  # checked from either side, before any training
+
+
+@pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"),
+                                     ("GIF", "gif"), ("TIFF", "tif")])
+def test_formats(tmp_path, fmt, ext):
+    img = smooth_image(30, 40)
+    path = tmp_path / f"x.{ext}"
+    img.save(path, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    out = D.load_image(path)
+    assert out.mode == "RGB" and out.size == (40, 30)
+    err = np.abs(np.asarray(out, np.int16) - np.asarray(img, np.int16))
+    assert err.mean() < (8 if fmt in ("JPEG", "GIF") else 0.01)
+
+
+def test_modes_become_correct_rgb(tmp_path):
+    grey = Image.new("L", (8, 6), 77)
+    grey.save(tmp_path / "l.png")
+    assert np.asarray(D.load_image(tmp_path / "l.png"))[0, 0].tolist() == [77, 77, 77]
+    pal = Image.new("P", (8, 6), 1)
+    pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    pal.save(tmp_path / "p.png")
+    assert np.asarray(D.load_image(tmp_path / "p.png"))[2, 3].tolist() == [10, 200, 30]
+    rgba = Image.new("RGBA", (8, 6), (200, 0, 0, 255))
+    rgba.putpixel((0, 0), (0, 0, 0, 0))       # fully transparent: the white background
+    rgba.putpixel((1, 0), (0, 0, 0, 128))     # half transparent black over white: grey
+    rgba.save(tmp_path / "rgba.png")
+    a = np.asarray(D.load_image(tmp_path / "rgba.png"))
+    assert a[0, 0].tolist() == [255, 255, 255] and a[0, 2].tolist() == [200, 0, 0]
+    assert abs(int(a[0, 1, 0]) - 127) <= 1
+    Image.new("LA", (8, 6), (50, 255)).save(tmp_path / "la.png")
+    assert np.asarray(D.load_image(tmp_path / "la.png"))[0, 0].tolist() == [50, 50, 50]
+    tpal = Image.new("P", (8, 6), 0)
+    tpal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    tpal.putpixel((1, 1), 1)
+    tpal.save(tmp_path / "tp.gif", transparency=0)
+    t = np.asarray(D.load_image(tmp_path / "tp.gif"))
+    assert t[0, 0].tolist() == [255, 255, 255] and t[1, 1].tolist() == [10, 200, 30]
+    # CMYK JPEG: pure magenta + yellow ink is red.
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=95)
+    r, g, b = np.asarray(D.load_image(tmp_path / "cmyk.jpg"))[8, 8].tolist()
+    assert r > 240 and g < 15 and b < 15
+    # 16-bit greyscale: scaled to 8 bits, not clipped (65535 is white, 257 * 100 is 100).
+    a16 = np.array([[65535, 257 * 100], [0, 32896]], dtype=np.uint16)
+    Image.fromarray(a16).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")
+    assert np.asarray(D.load_image(tmp_path / "g16.png"))[..., 0].tolist() == [[255, 100], [0, 128]]
+    Image.new("1", (8, 6), 1).save(tmp_path / "bw.png")
+    assert np.asarray(D.load_image(tmp_path / "bw.png"))[0, 0].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_exif_orientation(tmp_path, orientation):
+    img = smooth_image(30, 50)  # landscape as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(tmp_path / "o.jpg", exif=exif, quality=95)
+    expected = ImageOps.exif_transpose(Image.open(tmp_path / "o.jpg"))
+    out = D.load_image(tmp_path / "o.jpg")
+    assert out.size == expected.size == ((30, 50) if orientation >= 5 else (50, 30))
+    assert np.array_equal(np.asarray(out), np.asarray(expected.convert("RGB")))
+    im, transpose = D.open_image(tmp_path / "o.jpg")
+    assert D.oriented_size(im, transpose) == (out.height, out.width)
+    im.close()
+
+
+def test_draft_mode_for_large_jpegs(tmp_path):
+    img = smooth_image(600, 800)
+    img.save(tmp_path / "big.jpg", quality=95)
+    # Shorter side 100 wanted: 6x smaller, so the JPEG is decoded at 1/4 scale (200 x 150), not below.
+    assert D.load_image(tmp_path / "big.jpg", (100, 133)).size == (200, 150)
+    assert D.load_image(tmp_path / "big.jpg", (400, 533)).size == (800, 600)  # < 2x: full decode
+    out = D.decode_rescaled(str(tmp_path / "big.jpg"), 100)
+    assert out.shape == (3, 100, 133)
+    ref = np.asarray(Image.open(tmp_path / "big.jpg").convert("RGB").resize((133, 100), Image.BILINEAR))
+    assert np.abs(out.permute(1, 2, 0).numpy().astype(int) - ref).mean() < 2.0
+
+
+def test_train_crop_equals_rescale_then_crop(tmp_path):
+    """The worker's box-resized crop equals Pillow's full rescale to S followed by the crop."""
+    img = smooth_image(45, 70)
+    img.save(tmp_path / "x.png")
+    for s in (32, 48, 64, 90):
+        aug = Augment(32, (s, s), flip=False)
+        for position in range(5):
+            crop = D.decode_train_crop(str(tmp_path / "x.png"), aug, 0, 0, position)
+            p = D.augment_parameters(aug, 0, 0, [position], 45, 70)
+            sh, sw = D.rescaled_size(45, 70, s)
+            x0, y0 = round(p["box"][0][0] * sw / 70), round(p["box"][0][1] * sh / 45)
+            full = np.asarray(img.resize((sw, sh), Image.BILINEAR))[y0:y0 + 32, x0:x0 + 32]
+            assert np.abs(crop.permute(1, 2, 0).numpy().astype(int) - full).max() <= 1
+
+
+def test_small_images_are_upscaled(tmp_path):
+    root = make_folder(tmp_path, per_class=2, size=(9, 14))
+    ds = open_dataset(str(root), "train")
+    norm = Normalization((0.0,) * 3, (1.0,) * 3)
+    batches = list(train_batches(ds, augment=Augment(32, (32, 40)), normalization=norm, batch_size=2,
+                                 seed=0, epoch=0))
+    assert len(batches) == 2 and all(x.shape == (2, 3, 32, 32) for x, _ in batches)
+    sizes = [x.shape[-2:] for x, _, _ in eval_batches(ds, scale=36, batch_size=8)]
+    assert sizes == [(36, 56)]
+
+
+def test_folder_batches_deterministic_with_workers_resume_and_ranks(tmp_path):
+    root = make_folder(tmp_path, per_class=6, size=(40, 56), ext="jpg")
+    ds = open_dataset(str(root), "train")
+    aug = Augment(32, (32, 48), pca={"eigval": [10.0, 2.0, 1.0], "eigvec": np.eye(3).tolist()})
+    norm = Normalization((120.0, 110.0, 100.0), (60.0, 60.0, 60.0))
+    kw = dict(augment=aug, normalization=norm, batch_size=4, seed=3, epoch=1)
+    full = _collect(train_batches(ds, **kw))
+    assert len(full) == 3
+    with_workers = _collect(train_batches(ds, **kw, workers=2))
+    resumed = _collect(train_batches(ds, **kw, start_batch=1, workers=2))
+    r1 = _collect(train_batches(ds, **kw, rank=1, world_size=2, workers=2))
+    for a, b in zip(full, with_workers):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for a, b in zip(full[1:], resumed):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for a, b in zip(full, r1):
+        assert torch.equal(a[0][2:], b[0]) and torch.equal(a[1][2:], b[1])
+    # The persistent workers serve the next epoch too, with that epoch's order.
+    nxt = _collect(train_batches(ds, **{**kw, "epoch": 2}, workers=2))
+    assert sorted(torch.cat([y for _, y in nxt]).tolist()) != [] and not all(
+        torch.equal(a[0], b[0]) for a, b in zip(full, nxt))
+
+
+def test_eval_batches_folder_grouped_by_size(tmp_path):
+    root = tmp_path / "d"
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+    sizes = {"a/0.png": (30, 40), "a/1.png": (60, 80), "a/2.png": (40, 30), "b/0.png": (30, 40),
+             "b/1.png": (50, 50), "b/2.jpg": (300, 400)}
+    for name, (h, w) in sizes.items():
+        smooth_image(h, w, seed=len(name)).save(root / "val" / name)
+        smooth_image(h, w).save(root / "train" / name)
+    ds = open_dataset(str(root), "val")
+    seen = []
+    batches = eval_batches(ds, scale=30, batch_size=2, workers=0)
+    for x, y, idx in batches:
+        assert x.dtype == torch.uint8 and min(x.shape[-2:]) == 30
+        assert torch.equal(y, ds.labels[idx])
+        for img, i in zip(x, idx.tolist()):
+            assert torch.equal(img, D.decode_rescaled(ds.paths[i], 30))
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(6))
+    # 3:4 landscape (4 images incl. the 300x400 JPEG) in 2 batches; portrait and square alone.
+    assert len(batches) == 4 and batches.skipped == []
+    assert sorted(seen) == sorted(i for _, _, idx in eval_batches(ds, scale=30, batch_size=2, workers=2)
+                                  for i in idx.tolist())
+
+
+def test_bad_files_are_skipped_with_warnings(tmp_path):
+    root = make_folder(tmp_path, per_class=2)
+    expected = broken_files(root / "train" / "cat")
+    ds = open_dataset(str(root), "train")
+    assert len(ds) == 10
+    norm = Normalization((0.0,) * 3, (1.0,) * 3)
+    with pytest.warns(UserWarning) as record:
+        batches = train_batches(ds, augment=Augment(32, (32, 40)), normalization=norm, batch_size=5,
+                                seed=0, epoch=0)
+        out = list(batches)
+    assert sum(x.shape[0] for x, _ in out) == 4  # only the good images, in batches of their epoch slot
+    reasons = {os.path.basename(p): r for p, r in batches.skipped}
+    assert reasons.keys() == expected.keys()
+    for name, prefix in expected.items():
+        assert reasons[name].startswith(prefix), (name, reasons[name])
+        assert any(name in str(w.message) and reasons[name] in str(w.message) for w in record)
+    with pytest.warns(UserWarning):
+        ev = eval_batches(ds, scale=32, batch_size=4, workers=2)
+        got = [i for _, _, idx in ev for i in idx.tolist()]
+    assert len(got) == 4 and {os.path.basename(p) for p, _ in ev.skipped} == expected.keys()
+    # strict: the first bad file (in listing order) stops everything, named with its reason.
+    with pytest.raises(ValueError, match=r"bomb\.png: too large to decode safely"):
+        open_dataset(str(root), "train", strict=True)
+    assert open_dataset(str(root), "val", strict=True).classes == ["cat", "dog"]
+
+
+def test_misleading_extension_that_is_a_valid_image_is_read(tmp_path):
+    smooth_image(20, 30).save(tmp_path / "really_a_png.jpg", "PNG")
+    assert D.load_image(tmp_path / "really_a_png.jpg").size == (30, 20)
+
+
+def test_channel_statistics_folder(tmp_path):
+    root = tmp_path / "r"
+    for c, colour in (("a", (10, 20, 30)), ("b", (50, 100, 150))):
+        (root / "train" / c).mkdir(parents=True)
+        Image.new("RGB", (300, 300), colour).save(root / "train" / c / "x.png")
+    st = channel_statistics(open_dataset(str(root), "train"))
+    np.testing.assert_allclose(st["mean"], [30, 60, 90], atol=1e-6)
+    # All variance lies along (40, 80, 120): one non-zero component, in that direction.
+    assert st["eigval"][0] > 1 and st["eigval"][1] < 1e-6
+    np.testing.assert_allclose(np.array(st["eigvec"])[:, 0], np.array([1, 2, 3]) / np.sqrt(14), atol=1e-6)

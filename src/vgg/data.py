@@ -483,7 +483,7 @@ def _bad_reason(path: str, error: BaseException) -> str:
         return f"too large to decode safely ({error})"
     if isinstance(error, UnidentifiedImageError):
         return "not an image (Pillow cannot identify the format)"
-    if "truncated" in str(error):
+    if "truncated" in str(error).lower():
         return f"truncated ({error})"
     return f"corrupt ({type(error).__name__}: {error})"
 
