@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
+import http.server
 import io
 import os
 import struct
+import threading
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -570,3 +576,122 @@ def test_channel_statistics_folder(tmp_path):
     # All variance lies along (40, 80, 120): one non-zero component, in that direction.
     assert st["eigval"][0] > 1 and st["eigval"][1] < 1e-6
     np.testing.assert_allclose(np.array(st["eigvec"])[:, 0], np.array([1, 2, 3]) / np.sqrt(14), atol=1e-6)
+
+
+# -- downloads ---------------------------------------------------------------------------------------
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; under /short/ it promises more bytes than it sends (a cut transfer)."""
+
+    def do_GET(self):
+        if self.path.startswith("/short/"):
+            body = (Path(self.directory) / self.path[len("/short/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + 1000))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            functools.partial(_Handler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_verifies_sha256_and_length(server, tmp_path):
+    served, url = server
+    payload = os.urandom(5000)
+    (served / "f.bin").write_bytes(payload)
+    sha = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "cache" / "f.bin"
+    assert D.download(url + "f.bin", dest, sha, 5000).read_bytes() == payload
+    dest.unlink()
+    with pytest.raises(ValueError, match="SHA-256 .* does not match"):
+        D.download(url + "f.bin", dest, "0" * 64)
+    (served / "short.bin").write_bytes(payload[:3000])  # a truncated copy on the server
+    with pytest.raises(ValueError, match="got 3000 bytes, expected 5000"):
+        D.download(url + "short.bin", dest, sha, 5000)
+    with pytest.raises(ValueError, match="cut short"):
+        D.download(url + "short/f.bin", dest, sha, 5000)
+    with pytest.raises(OSError, match="404"):
+        D.download(url + "missing.bin", dest, sha, 5000)
+    # Nothing half-written is left behind to be mistaken for the file.
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+# The canonical gzip files differ from Debian's only in their header (name and time), so the test can
+# rebuild them exactly and check them against the MD5s the dataset publishes.
+CANONICAL = {"train-images-idx3-ubyte": (1504176606, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+             "train-labels-idx1-ubyte": (1504176606, "25c81989df183df01b3e8a0aad5dffbe"),
+             "t10k-images-idx3-ubyte": (1504176627, "bef4ecab320f06d8554ea6380940ec79"),
+             "t10k-labels-idx1-ubyte": (1504176627, "bb300cfdad3c16e7a12a480ee83cd310")}
+
+
+@pytest.mark.skipif(not D._has_fashion_mnist(D.FASHION_MNIST_SYSTEM_DIR), reason="needs Debian's files")
+def test_fashion_mnist_download_from_mirrors(server, tmp_path, monkeypatch):
+    served, url = server
+    good = served / "good"
+    good.mkdir()
+    for name, (mtime, md5) in CANONICAL.items():
+        body = (D.FASHION_MNIST_SYSTEM_DIR / f"{name}.gz").read_bytes()[10:]
+        data = b"\x1f\x8b\x08\x08" + struct.pack("<I", mtime) + b"\x00\x03" + name.encode() + b"\0" + body
+        assert hashlib.md5(data).hexdigest() == md5
+        (good / f"{name}.gz").write_bytes(data)
+    bad = served / "bad"  # a mirror with one corrupted file and one truncated file
+    bad.mkdir()
+    for name in CANONICAL:
+        data = (good / f"{name}.gz").read_bytes()
+        if name.startswith("t10k-labels"):
+            data = data[:100] + bytes(10) + data[110:]
+        elif name.startswith("t10k-images"):
+            data = data[: len(data) // 2]
+        (bad / f"{name}.gz").write_bytes(data)
+    monkeypatch.setenv("VGG_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VGG_DATA", raising=False)
+    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(D, "FASHION_MNIST_MIRRORS", (url + "nothing-here/", url + "bad/", url + "good/"))
+    assert D.find_fashion_mnist() is None
+    test = open_dataset("fashion-mnist", "test", limit=3)  # downloads into $VGG_HOME, then reads
+    assert test.labels.tolist() == [9, 2, 1]
+    cache = tmp_path / "home" / "fashion-mnist"
+    assert D.find_fashion_mnist() == cache
+    for name, size, sha in D.FASHION_MNIST_FILES.values():
+        assert (cache / name).stat().st_size == size and D._sha256(cache / name) == sha
+    # Only bad mirrors: a clear error listing every failure; a file already verified is kept.
+    (cache / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz:(.|\n)*404(.|\n)*does not match"):
+        D.download_fashion_mnist(mirrors=(url + "nothing-here/", url + "bad/"))
+    assert (cache / "train-images-idx3-ubyte.gz").is_file()
+    # $VGG_DATA is looked at first, as a folder or with a fashion-mnist subfolder.
+    monkeypatch.setenv("VGG_DATA", str(served))
+    assert D.find_fashion_mnist() is None
+    (served / "fashion-mnist").symlink_to(good)
+    assert D.find_fashion_mnist() == served / "fashion-mnist"
+
+
+def test_read_idx_rejects_bad_files(tmp_path):
+    good = b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes([1, 2, 3])
+    (tmp_path / "ok.gz").write_bytes(gzip.compress(good))
+    assert D.read_idx(tmp_path / "ok.gz").tolist() == [1, 2, 3]
+    (tmp_path / "short.gz").write_bytes(gzip.compress(good[:-1]))
+    with pytest.raises(ValueError, match="short.gz: IDX header says"):
+        D.read_idx(tmp_path / "short.gz")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(good)[:-6])
+    with pytest.raises(ValueError, match="cut.gz: cannot read IDX"):
+        D.read_idx(tmp_path / "cut.gz")
+    (tmp_path / "magic.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + good[4:]))
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        D.read_idx(tmp_path / "magic.gz")

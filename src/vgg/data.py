@@ -106,6 +106,9 @@ def download(url: str, dest: Path, sha256: str, size: int | None = None, timeout
                     got += len(chunk)
             except http.client.HTTPException as e:  # IncompleteRead: the server closed early
                 raise ValueError(f"{url}: transfer cut short after {got} bytes ({e!r})") from e
+            announced = response.headers.get("Content-Length")
+            if announced is not None and announced.isdigit() and int(announced) != got:
+                raise ValueError(f"{url}: transfer cut short: {got} of {announced} bytes")
         if size is not None and got != size:
             raise ValueError(f"{url}: got {got} bytes, expected {size} (truncated or wrong file)")
         if digest.hexdigest() != sha256:
