@@ -389,3 +389,28 @@ def test_views_showing_the_same_pixels_run_once():
     seen.clear()
     ev.view_posteriors(model, images(3, 40, 48), ev.method_views("multi-crop", [40]))
     assert sum(seen) == 50 * 3  # every crop different
+
+
+def test_breakdown_rows_equal_separate_runs(checkpoints):
+    from vgg.data import open_dataset
+
+    ds = open_dataset("fashion-mnist", "test", limit=16)
+    nets = [vgg.load_model(checkpoints["fixed"]), vgg.load_model(checkpoints["jitter"])]
+    rows = ev.evaluate_protocols(nets, ds, names=["fixed", "jitter"], breakdown=True, batch_size=16,
+                                 protocols=["centre", "dense", "dense+multi-crop"])
+    got = [(r.protocol, [n["checkpoint"] for n in r.nets], r.scales) for r in rows]
+    assert got == [
+        ("centre", ["fixed"], [37]), ("dense", ["fixed"], [37]), ("dense+multi-crop", ["fixed"], [37]),
+        ("dense", ["fixed"], [32, 37, 42]), ("dense+multi-crop", ["fixed"], [32, 37, 42]),
+        ("centre", ["jitter"], [37]), ("dense", ["jitter"], [55]), ("dense+multi-crop", ["jitter"], [55]),
+        ("dense", ["jitter"], [37, 55, 73]), ("dense+multi-crop", ["jitter"], [37, 55, 73]),
+        ("centre", ["fixed", "jitter"], [37]), ("dense", ["fixed", "jitter"], [32, 37, 42, 55, 73]),
+        ("dense+multi-crop", ["fixed", "jitter"], [32, 37, 42, 55, 73])]
+    assert [r.views for r in rows[:5]] == [1, 2, 52, 6, 156]
+    for r in rows:  # every row is what a run of that method alone gives
+        i = [["fixed"], ["jitter"], ["fixed", "jitter"]].index([n["checkpoint"] for n in r.nets])
+        models = [nets[i]] if i < 2 else nets
+        alone = ev.evaluate(models, ds, protocol=r.protocol, batch_size=16,
+                            scales=None if i == 2 or len(r.scales) > 1 or r.protocol == "centre"
+                            else r.scales)
+        torch.testing.assert_close(r.probs, alone.probs, rtol=1e-5, atol=1e-6)

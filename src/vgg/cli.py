@@ -119,6 +119,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    "[test/] (default fashion-mnist)")
     p.add_argument("--split", choices=["train", "val", "test"], default="val", help="default val")
     _protocol_args(p, several=True)
+    p.add_argument("--breakdown", action="store_true",
+                   help="also every net alone at one and at all its scales (Tables 3-6 in one run)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0)")
@@ -134,6 +136,7 @@ def _evaluate_run(args) -> None:
     run_evaluate(EvalConfig(
         checkpoints=_checkpoints(args, args.checkpoints), data=args.data, split=args.split,
         protocols=args.protocol, scales=args.scales, single_scale=args.single_scale,
+        breakdown=args.breakdown,
         flip=False if args.no_flip else None, limit=args.limit, batch_size=args.batch_size,
         workers=args.workers, device=args.device, json=args.json, confusion=args.confusion,
         progress=not args.no_progress))

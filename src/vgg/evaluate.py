@@ -274,32 +274,87 @@ def view_posteriors(model: VGG, images: Tensor, views: Sequence[View],
 Batches = Iterable[tuple[Tensor, Tensor, Tensor]]
 
 
-def fused_posteriors(models: Sequence[VGG], plans: Sequence[Sequence[View]],
-                     batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                     progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
-    """Average every net's views over a data set: ``batches(Q)`` yields (uint8 images rescaled to Q,
-    labels, dataset indices). Each scale's pass over the data serves every net and view at that
-    scale. Returns the (num_images, K) posteriors and a mask of the images met at every scale
-    (undecodable files are skipped by the loader)."""
+@dataclass
+class ScalePosteriors:
+    """Each net's posteriors at each test scale over a data set, from one pass per scale.
+
+    ``probs[(i, Q)]``: the weighted mean posterior of net i's views at scale Q, (N, K) float64;
+    ``weight[(i, Q)]``: those views' share of net i's plan; ``met``: the images seen at every scale
+    (undecodable files are skipped by the loader); ``seconds[(i, Q)]``: net i's compute time at Q;
+    ``data_seconds[Q]``: the time spent waiting for the rescaled images.
+    """
+
+    probs: dict[tuple[int, int], Tensor]
+    weight: dict[tuple[int, int], float]
+    met: Tensor
+    seconds: dict[tuple[int, int], float]
+    data_seconds: dict[int, float]
+
+    def combine(self, nets: Sequence[int], scales: dict[int, Sequence[int]] | None = None) -> Tensor:
+        """The fusion of ``nets`` (their posteriors averaged, Sec. 4.4), each over its ``scales[i]``
+        (default: all of its scales) with the plan's weights renormalised: (N, K) float32."""
+        total = None
+        for i in nets:
+            keys = [key for key in self.probs if key[0] == i and (scales is None or key[1] in scales[i])]
+            if not keys:
+                raise ValueError(f"net {i} has no posteriors at scales {scales[i] if scales else None}")
+            w = sum(self.weight[key] for key in keys)
+            part = sum(self.probs[key] * (self.weight[key] / w) for key in keys)
+            total = part if total is None else total + part
+        return (total / len(nets)).float()
+
+
+def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
+                        batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
+                        progress: Callable[[int], None] | None = None) -> ScalePosteriors:
+    """Run every net's views over a data set: ``batches(Q)`` yields (uint8 images rescaled to Q,
+    labels, dataset indices), and each scale's pass over the data serves every net and view at Q."""
     if len(models) != len(plans):
         raise ValueError("one view plan per net is needed")
     k = models[0].num_classes
     device = next(models[0].parameters()).device
-    probs = torch.zeros(num_images, k, dtype=torch.float64, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    probs, weight, seconds, data_seconds = {}, {}, {}, {}
+    for i, plan in enumerate(plans):
+        for v in plan:
+            weight[(i, v.scale)] = weight.get((i, v.scale), 0.0) + v.weight
+    for key in weight:
+        probs[key] = torch.zeros(num_images, k, dtype=torch.float64, device=device)
+        seconds[key] = 0.0
     met = torch.zeros(num_images, dtype=torch.int64, device=device)
-    scales = sorted({v.scale for plan in plans for v in plan})
+    scales = sorted({q for _, q in weight})
     for q in scales:
-        for images, _, index in batches(q):
+        data_seconds[q] = 0.0
+        it = iter(batches(q))
+        while True:
+            start = time.perf_counter()
+            try:
+                images, _, index = next(it)
+            except StopIteration:
+                break
             images, index = images.to(device), index.to(device)
-            for model, plan in zip(models, plans):
+            data_seconds[q] += time.perf_counter() - start
+            for i, (model, plan) in enumerate(zip(models, plans)):
                 views = [v for v in plan if v.scale == q]
                 if views:
-                    p = view_posteriors(model, images, views, max_batch)
-                    probs.index_add_(0, index, p.double() / len(models))
+                    start = time.perf_counter()
+                    p = view_posteriors(model, images, views, max_batch) / weight[(i, q)]
+                    probs[(i, q)].index_add_(0, index, p.double())
+                    sync()
+                    seconds[(i, q)] += time.perf_counter() - start
             met.index_add_(0, index, torch.ones_like(index))
             if progress:
                 progress(len(index))
-    return probs.float(), met == len(scales)
+    return ScalePosteriors(probs, weight, met == len(scales), seconds, data_seconds)
+
+
+def fused_posteriors(models: Sequence[VGG], plans: Sequence[Sequence[View]],
+                     batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
+                     progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
+    """The (num_images, K) mean posterior of every net's views over a data set (nets averaged),
+    and the mask of images met at every scale; see :func:`posteriors_by_scale`."""
+    sp = posteriors_by_scale(models, plans, batches, num_images, max_batch=max_batch, progress=progress)
+    return sp.combine(range(len(models))), sp.met
 
 
 # -- metrics -------------------------------------------------------------------------------------------
@@ -437,6 +492,8 @@ class EvalResult:
     classes: list[str]
     split: str = ""
     skipped: list = field(default_factory=list)
+    probs: Tensor | None = field(default=None, repr=False)  # (images, K) posteriors of the method
+    labels: Tensor | None = field(default=None, repr=False)
 
     @property
     def images_per_second(self) -> float:
@@ -460,11 +517,15 @@ def describe_scale(scale: Sequence[int]) -> str:
 
 def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
                        protocols: Sequence[str] = ("dense",), scales: Sequence[int] | None = None,
-                       flip: bool | None = None, single_scale: bool = False, batch_size: int = 64,
-                       workers: int = 0, progress: bool = False) -> list[EvalResult]:
+                       flip: bool | None = None, single_scale: bool = False, breakdown: bool = False,
+                       batch_size: int = 64, workers: int = 0, progress: bool = False) -> list[EvalResult]:
     """Evaluate one net, or the fusion of several, on a data set (from ``data.open_dataset``) under
     each of ``protocols``; see :func:`method_views` for the views and :func:`default_scales` for the
-    test scales. Each scale's pass over the data is batched by image size (``data.eval_batches``)."""
+    test scales. Each scale's pass over the data is batched by image size (``data.eval_batches``).
+
+    ``breakdown``: also every net alone, at its single test scale and at all its scales (Tables 3-5),
+    before the fusion (Table 6); all rows come from the same forward passes.
+    """
     from . import data
 
     if not models:
@@ -491,36 +552,55 @@ def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] |
         yield from it
         skipped.extend(s for s in getattr(it, "skipped", []) if s not in skipped)
 
-    probs, met, seconds = {}, {}, {}
+    sp = {}
     for c in needed:
         if bar is not None:
-            bar.set_description(f"{c}")
-        start = time.perf_counter()
-        probs[c], met[c] = fused_posteriors(models, plans[c], batches, len(dataset),
-                                            max_batch=batch_size,
-                                            progress=bar.update if bar is not None else None)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds[c] = time.perf_counter() - start
+            bar.set_description(c)
+        sp[c] = posteriors_by_scale(models, plans[c], batches, len(dataset), max_batch=batch_size,
+                                    progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
     labels = dataset.labels.to(device)
-    results = []
-    for p in protocols:
-        comps = COMPONENTS[p]
-        prob = sum(probs[c] for c in comps) / len(comps)  # Sec. 4.3: average the soft-max outputs
-        ok = torch.stack([met[c] for c in comps]).all(0)
-        nets = []
-        for i, (name, model) in enumerate(zip(names, models)):
-            qs = sorted({v.scale for c in comps for v in plans[c][i]})
-            nets.append({"checkpoint": name, "arch": model.arch, "crop_size": model.crop_size,
-                         "train_scale": list(train_scale(model)), "scales": qs})
-        views = sum(len(plans[c][i]) for c in comps for i in range(len(models)))
-        used = sorted({v.scale for c in comps for plan in plans[c] for v in plan})
-        flip_used = any(v.flip for c in comps for plan in plans[c] for v in plan)
-        results.append(EvalResult(p, nets, used, flip_used, views, metrics(prob[ok], labels[ok], classes),
-                                  sum(seconds[c] for c in comps), classes, dataset.split, list(skipped)))
-    return results
+    everything = list(range(len(models)))
+
+    def row(protocol: str, nets: list[int], single: bool) -> EvalResult:
+        comps = COMPONENTS[protocol]
+        chosen = {}  # (component, net) -> the scales of this row
+        for c in comps:
+            for i in nets:
+                planned = sorted({v.scale for v in plans[c][i]})
+                one = default_scales(models[i].crop_size, train_scale(models[i]), single=True)
+                chosen[(c, i)] = one if single and set(one) <= set(planned) else planned
+        # Sec. 4.3: dense and multi-crop combined by averaging their soft-max outputs
+        prob = sum(sp[c].combine(nets, {i: chosen[(c, i)] for i in nets}) for c in comps) / len(comps)
+        ok = torch.stack([sp[c].met for c in comps]).all(0)
+        info = [{"checkpoint": names[i], "arch": models[i].arch, "crop_size": models[i].crop_size,
+                 "train_scale": list(train_scale(models[i])),
+                 "scales": sorted({q for c in comps for q in chosen[(c, i)]})} for i in nets]
+        views = [v for c in comps for i in nets for v in plans[c][i] if v.scale in chosen[(c, i)]]
+        used = sorted({v.scale for v in views})
+        seconds = sum(sp[c].seconds[(i, q)] for (c, i), qs in chosen.items() for q in qs)
+        seconds += sum(sp[c].data_seconds[q] for c in comps for q in {q for (c2, _), qs in chosen.items()
+                                                                       if c2 == c for q in qs})
+        return EvalResult(protocol, info, used, any(v.flip for v in views), len(views),
+                          metrics(prob[ok], labels[ok], classes), seconds, classes, dataset.split,
+                          list(skipped), prob[ok].cpu(), labels[ok].cpu())
+
+    rows: list[tuple[str, list[int], bool]] = []
+    if breakdown:  # per net: its one-scale rows (Tables 3, 5), then its multi-scale rows (Tables 4, 5)
+        for i in everything:
+            one = set(default_scales(models[i].crop_size, train_scale(models[i]), single=True))
+            for single in (True, False):
+                for p in protocols:
+                    planned = [{v.scale for v in plans[c][i]} for c in COMPONENTS[p]]
+                    several = any(len(qs) > 1 for qs in planned)
+                    if single and (not several or all(one <= qs for qs in planned)):
+                        rows.append((p, [i], True))
+                    elif not single and several:
+                        rows.append((p, [i], False))
+    if not breakdown or len(models) > 1:
+        rows += [(p, everything, False) for p in protocols]
+    return [row(*r) for r in rows]
 
 
 def evaluate(models: VGG | Sequence[VGG], dataset, *, protocol: str = "dense", **kwargs) -> EvalResult:
@@ -690,6 +770,7 @@ class EvalConfig:
     protocols: list[str] = field(default_factory=lambda: ["dense"])
     scales: list[int] | None = None
     single_scale: bool = False
+    breakdown: bool = False
     flip: bool | None = None
     limit: int | None = None
     batch_size: int = 64
@@ -730,6 +811,7 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
     models = load_nets(config.checkpoints, device)
     results = evaluate_protocols(models, dataset, names=config.checkpoints, protocols=config.protocols,
                                  scales=config.scales, flip=config.flip, single_scale=config.single_scale,
+                                 breakdown=config.breakdown,
                                  batch_size=config.batch_size, workers=config.workers,
                                  progress=config.progress)
     out(f"{dataset.name} {config.split}: {results[0].metrics['images']} images, "
