@@ -161,6 +161,200 @@ def _predict_run(args) -> None:
                 device=args.device, as_json=args.json)
 
 
+# -- vgg train / vgg finetune (Sec. 3.1) ---------------------------------------------------------------
+
+def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
+    """Every flag defaults to "not given", so that only the flags given override --config."""
+    S = argparse.SUPPRESS
+    yes_no = argparse.BooleanOptionalAction
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="a recipe (recipes/*.toml); flags override it; an unknown key is an error")
+    p.add_argument("--data", default=S, help="fashion-mnist or a folder with train/ val/ [test/]")
+    if finetune:
+        p.add_argument("--pretrained", required=True, metavar="NAME|PATH|URL",
+                       help="the net to fine-tune: a known name (vgg16 ...), weight file, run folder or URL")
+    else:
+        p.add_argument("--pretrained", default=S, metavar="NAME|PATH|URL",
+                       help="start from these weights (new head if the class count differs)")
+    p.add_argument("--arch", "--model", dest="arch", default=S, help="vgg11 / A, vgg16_bn / D_bn, ...")
+    p.add_argument("--batch-norm", action=yes_no, default=S, help="BatchNorm after every conv")
+    p.add_argument("--width", type=float, default=S, help="channel width multiplier (default 1)")
+    p.add_argument("--crop-size", type=int, default=S, help="training crop (default 224)")
+    p.add_argument("--scale", type=int, nargs="+", default=S, metavar="S",
+                   help="S, or SMIN SMAX for scale jittering (default 256 x crop/224)")
+    p.add_argument("--epochs", type=int, default=S, help="default 74 (paper)")
+    p.add_argument("--batch-size", type=int, default=S, help="global batch (default 256)")
+    p.add_argument("--micro-batch", type=int, default=S,
+                   help="images per forward pass per process; gradients accumulate to --batch-size")
+    p.add_argument("--lr", type=float, default=S, help="learning rate (default 1e-2)")
+    p.add_argument("--momentum", type=float, default=S, help="default 0.9")
+    p.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S,
+                   help="default 5e-4")
+    p.add_argument("--dropout", type=float, default=S, help="on fc6 and fc7 (default 0.5)")
+    p.add_argument("--lr-patience", type=int, default=S,
+                   help="epochs without val-accuracy gain before lr / 10 (default 2)")
+    p.add_argument("--lr-factor", type=float, default=S, help="default 0.1")
+    p.add_argument("--lr-drops", type=int, default=S, help="at most this many drops (default 3)")
+    p.add_argument("--lr-threshold", type=float, default=S,
+                   help="val-accuracy gain (points) that counts as improving (default 0)")
+    p.add_argument("--init", choices=["normal", "glorot"], default=S, help="random init (default normal)")
+    p.add_argument("--init-std", type=float, default=S, help="std of the normal init (default 0.01)")
+    p.add_argument("--init-from", default=S, metavar="CKPT",
+                   help="start from this checkpoint's weights (e.g. S=384 from the S=256 net)")
+    p.add_argument("--init-from-shallow", default=S, metavar="CKPT",
+                   help="the paper's transfer from a trained net A: its first 4 convs and 3 FC layers")
+    p.add_argument("--no-flip", dest="flip", action="store_false", default=S, help="no random flips")
+    p.add_argument("--lighting-std", type=float, default=S,
+                   help="PCA colour shift std (default 0.1; 0 = off)")
+    p.add_argument("--freeze-epochs", type=int, default=S,
+                   help="epochs that train only the FC layers (fine-tuning stage 1)")
+    p.add_argument("--head-lr-mult", type=float, default=S, help="the new last layer's lr multiplier")
+    p.add_argument("--unfreeze-lr-scale", type=float, default=S,
+                   help="lr multiplier once everything trains (fine-tuning stage 2)")
+    p.add_argument("--reset-head", action=yes_no, default=S, help="new last layer even if the classes fit")
+    p.add_argument("--val-scale", type=int, default=S, help="validation Q (default (Smin+Smax)/2)")
+    p.add_argument("--val-size", type=int, default=S, help="Fashion-MNIST images held out for val (5000)")
+    p.add_argument("--test", action=yes_no, default=S,
+                   help="evaluate the best checkpoint on the test split at the end")
+    p.add_argument("--output", "-o", default=S, help="run folder (default runs/train)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the run in --output (or DIR) from its last checkpoint")
+    p.add_argument("--seed", type=int, default=S)
+    p.add_argument("--deterministic", action=yes_no, default=S, help="bitwise reproducible (slower)")
+    p.add_argument("--strict", action=yes_no, default=S, help="decode-check every image first")
+    p.add_argument("--workers", "-j", type=int, default=S, help="image decoding processes (default 0)")
+    p.add_argument("--device", default=S, help="auto, cpu, cuda (default auto)")
+    p.add_argument("--limit", type=int, default=S, help="first N images of each split")
+    p.add_argument("--channels-last", action=yes_no, default=S, help="default: on")
+    p.add_argument("--amp", action=yes_no, default=S, help="bf16 autocast on CUDA (default on)")
+    p.add_argument("--compile", action=yes_no, default=S, help="torch.compile the net")
+    p.add_argument("--save-every", type=int, default=S, help="also checkpoint every N steps")
+    p.add_argument("--save-minutes", type=float, default=S, help="and every M minutes (default 10)")
+    p.add_argument("--progress", action=yes_no, default=S, help="progress bar (default on a terminal)")
+
+
+def _train_run(args, defaults: dict | None = None) -> None:
+    from .train import NonFiniteLoss, config_keys, run_config, train
+
+    flags = {k: v for k, v in vars(args).items() if k in config_keys()}
+    config = run_config(args.config, flags, defaults, resume=args.resume)
+    try:
+        train(config, resume=bool(args.resume))
+    except NonFiniteLoss as e:
+        print(f"vgg {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
+
+
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    _train_args(p, finetune=True)
+
+
+def _finetune_run(args) -> None:
+    from .train import FINETUNE_DEFAULTS
+
+    _train_run(args, FINETUNE_DEFAULTS)
+
+
+# -- vgg convert / export / features / linear-probe (weights in and out, Appendix B) -------------------
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    from .weights import SOURCES
+
+    p.add_argument("src", metavar="SRC", help="weight file or run folder, a known name (vgg16, vgg16_bn, "
+                   "...) or an http(s) URL")
+    p.add_argument("out", metavar="OUT", help="our checkpoint (.safetensors) to write")
+    p.add_argument("--from", dest="source", choices=SOURCES, default="auto",
+                   help="the source format (default auto: told by the file's keys)")
+    p.add_argument("--arch", help="the architecture the weights must fit (default: inferred from shapes)")
+
+
+def _convert_run(args) -> None:
+    from .weights import load_any, save_model
+
+    model = load_any(args.src, arch=args.arch, source=args.source)
+    path = save_model(model, args.out)
+    n, named = model.normalization, model.classes and model.num_classes == 1000
+    print(f"{path}: {model.arch} from {model.info.get('source', 'vgg')} weights, crop {model.crop_size}, "
+          f"{model.num_classes} classes{' (ImageNet names)' if named else ''}, "
+          f"preprocessing mean {list(n.mean)} std {list(n.std)}{' BGR' if n.bgr else ''}")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from .export import FORMATS
+
+    p.add_argument("ckpt", metavar="CKPT",
+                   help="checkpoint file or run folder (or anything vgg convert reads)")
+    p.add_argument("out", metavar="OUT", help="file to write")
+    p.add_argument("--format", choices=FORMATS, required=True,
+                   help="onnx (dense, any size), torchscript, safetensors (ours) or torchvision (.pth)")
+
+
+def _export_run(args) -> None:
+    from .export import export_model
+    from .weights import load_any
+
+    path = export_model(load_any(args.ckpt), args.out, args.format)
+    print(f"wrote {path} ({args.format})")
+
+
+def _features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint file, run folder, known name or URL")
+    p.add_argument("--data", required=True, help="fashion-mnist or a folder with train/ val/ [test/]")
+    p.add_argument("--split", choices=["train", "val", "test"], default="train", help="default train")
+    p.add_argument("--out", required=True, help="features file to write (.safetensors)")
+    p.add_argument("--scales", type=int, nargs="+", metavar="Q",
+                   help="test scales (shorter side); default Appendix B's 256 384 512 times crop/224")
+    p.add_argument("--stack", action="store_true", help="concatenate the scales instead of averaging them")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _features_run(args) -> None:
+    from .data import open_dataset
+    from .evaluate import resolve_device
+    from .features import extract_features
+    from .weights import load_any
+
+    device = resolve_device(args.device)
+    dataset = open_dataset(args.data, args.split, limit=args.limit)
+    result = extract_features(load_any(args.ckpt), dataset, scales=args.scales, stack=args.stack,
+                              batch_size=args.batch_size, workers=args.workers, device=device,
+                              progress=not args.no_progress)
+    path = result.save(args.out)
+    how = "stacked" if args.stack else "averaged"
+    print(f"{path}: {len(result.labels)} images x {result.features.shape[1]} features "
+          f"({result.info['arch']}, scales {result.info['scales']}, {how})")
+
+
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("features", metavar="FEATURES", help="training features (from vgg features)")
+    p.add_argument("--test", metavar="FEATURES2",
+                   help="test features (default: hold out --holdout of FEATURES)")
+    p.add_argument("--C", type=float, default=1.0, help="the SVM's regularisation constant (default 1)")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="held-out fraction without --test (default 0.2)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _probe_run(args) -> None:
+    import json
+
+    from .features import Features, linear_probe
+
+    result = linear_probe(Features.load(args.features), Features.load(args.test) if args.test else None,
+                          C=args.C, holdout=args.holdout)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"linear SVM (C={args.C:g}) on {result['train_images']} x {result['dim']}-D features: "
+          f"train accuracy {100 * result['train_accuracy']:.2f}%, {result['evaluated_on']} accuracy "
+          f"{100 * result['test_accuracy']:.2f}% ({result['test_images']} images)"
+          f"{'' if result['converged'] else ' (the SVM did not converge)'}")
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]
 
 COMMANDS: dict[str, Command] = {
@@ -169,6 +363,10 @@ COMMANDS: dict[str, Command] = {
     "evaluate": ("top-1/top-5 error under the paper's test protocols (dense, multi-crop, scales, "
                  "fusion)", _evaluate_args, _evaluate_run),
     "predict": ("classes and probabilities of image files", _predict_args, _predict_run),
+    "train": ("train a VGG with the paper's recipe (resumable, multi-process with torchrun)", _train_args,
+              _train_run),
+    "finetune": ("fine-tune pretrained weights on new data: new head, frozen then all layers",
+                 _finetune_args, _finetune_run),
 }
 
 
