@@ -106,6 +106,7 @@ def _protocol_args(p: argparse.ArgumentParser, several: bool) -> None:
                    help="the paper's one test scale: Q = S, or (Smin+Smax)/2 when jittered (Table 3)")
     p.add_argument("--no-flip", action="store_true", help="leave out the horizontally flipped views")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--no-amp", action="store_true", help="float32 on the GPU (default: bfloat16 autocast)")
 
 
 def _checkpoints(args, items: list[str]) -> list[str]:
@@ -138,7 +139,8 @@ def _evaluate_run(args) -> None:
         protocols=args.protocol, scales=args.scales, single_scale=args.single_scale,
         breakdown=args.breakdown,
         flip=False if args.no_flip else None, limit=args.limit, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, json=args.json, confusion=args.confusion,
+        workers=args.workers, device=args.device, amp=not args.no_amp, json=args.json,
+        confusion=args.confusion,
         progress=not args.no_progress))
 
 
@@ -158,7 +160,7 @@ def _predict_run(args) -> None:
         raise ValueError("give image files or folders after the checkpoint")
     run_predict(ckpts, inputs, protocol=args.protocol, scales=args.scales,
                 flip=False if args.no_flip else None, single_scale=args.single_scale, topk=args.topk,
-                device=args.device, as_json=args.json)
+                device=args.device, amp=not args.no_amp, as_json=args.json)
 
 
 # -- vgg train / vgg finetune (Sec. 3.1) ---------------------------------------------------------------

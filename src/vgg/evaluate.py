@@ -307,14 +307,17 @@ class ScalePosteriors:
 
 def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                         batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                        progress: Callable[[int], None] | None = None) -> ScalePosteriors:
+                        amp: bool = True, progress: Callable[[int], None] | None = None
+                        ) -> ScalePosteriors:
     """Run every net's views over a data set: ``batches(Q)`` yields (uint8 images rescaled to Q,
-    labels, dataset indices), and each scale's pass over the data serves every net and view at Q."""
+    labels, dataset indices), and each scale's pass over the data serves every net and view at Q.
+    ``amp``: on a GPU the nets run under bfloat16 autocast (soft-max and averages stay float32)."""
     if len(models) != len(plans):
         raise ValueError("one view plan per net is needed")
     k = models[0].num_classes
     device = next(models[0].parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
     probs, weight, seconds, data_seconds = {}, {}, {}, {}
     for i, plan in enumerate(plans):
         for v in plan:
@@ -339,7 +342,8 @@ def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                 views = [v for v in plan if v.scale == q]
                 if views:
                     start = time.perf_counter()
-                    p = view_posteriors(model, images, views, max_batch) / weight[(i, q)]
+                    with autocast:
+                        p = view_posteriors(model, images, views, max_batch) / weight[(i, q)]
                     probs[(i, q)].index_add_(0, index, p.float())
                     sync()
                     seconds[(i, q)] += time.perf_counter() - start
@@ -351,10 +355,12 @@ def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
 
 def fused_posteriors(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                      batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                     progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
+                     amp: bool = True, progress: Callable[[int], None] | None = None
+                     ) -> tuple[Tensor, Tensor]:
     """The (num_images, K) mean posterior of every net's views over a data set (nets averaged),
     and the mask of images met at every scale; see :func:`posteriors_by_scale`."""
-    sp = posteriors_by_scale(models, plans, batches, num_images, max_batch=max_batch, progress=progress)
+    sp = posteriors_by_scale(models, plans, batches, num_images, max_batch=max_batch, amp=amp,
+                             progress=progress)
     return sp.combine(range(len(models))), sp.met
 
 
@@ -519,7 +525,8 @@ def describe_scale(scale: Sequence[int]) -> str:
 def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
                        protocols: Sequence[str] = ("dense",), scales: Sequence[int] | None = None,
                        flip: bool | None = None, single_scale: bool = False, breakdown: bool = False,
-                       batch_size: int = 64, workers: int = 0, progress: bool = False) -> list[EvalResult]:
+                       batch_size: int = 64, workers: int = 0, amp: bool = True,
+                       progress: bool = False) -> list[EvalResult]:
     """Evaluate one net, or the fusion of several, on a data set (from ``data.open_dataset``) under
     each of ``protocols``; see :func:`method_views` for the views and :func:`default_scales` for the
     test scales. Each scale's pass over the data is batched by image size (``data.eval_batches``).
@@ -557,7 +564,7 @@ def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] |
     for c in needed:
         if bar is not None:
             bar.set_description(c)
-        sp[c] = posteriors_by_scale(models, plans[c], batches, len(dataset), max_batch=batch_size,
+        sp[c] = posteriors_by_scale(models, plans[c], batches, len(dataset), max_batch=batch_size, amp=amp,
                                     progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -665,7 +672,7 @@ def read_image(path: str | Path, channels: int) -> Tensor:
 
 def predict(models: Sequence[VGG], inputs: Sequence[str | Path], *, names: Sequence[str] | None = None,
             protocol: str = "dense", scales: Sequence[int] | None = None, flip: bool | None = None,
-            single_scale: bool = False, topk: int = 5, chunk: int = 64
+            single_scale: bool = False, topk: int = 5, chunk: int = 64, amp: bool = True
             ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Class posteriors of image files (and the images of folders) under a protocol: returns one
     ``{"file", "top": [{"class", "probability"}]}`` per readable image and the (file, reason) of
@@ -691,7 +698,7 @@ def predict(models: Sequence[VGG], inputs: Sequence[str | Path], *, names: Seque
         if not loaded:
             continue
         batches = batches_by_size([x for _, x in loaded], device)
-        probs, _ = fused_posteriors(models, plans, batches, len(loaded))
+        probs, _ = fused_posteriors(models, plans, batches, len(loaded), amp=amp)
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         for (path, _), p, i in zip(loaded, top.values.tolist(), top.indices.tolist()):
             results.append({"file": str(path),
@@ -777,6 +784,7 @@ class EvalConfig:
     batch_size: int = 64
     workers: int = 0
     device: str | None = None
+    amp: bool = True
     json: str | None = None
     confusion: str | None = None
     per_class: bool = True
@@ -812,7 +820,7 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
     models = load_nets(config.checkpoints, device)
     results = evaluate_protocols(models, dataset, names=config.checkpoints, protocols=config.protocols,
                                  scales=config.scales, flip=config.flip, single_scale=config.single_scale,
-                                 breakdown=config.breakdown,
+                                 breakdown=config.breakdown, amp=config.amp,
                                  batch_size=config.batch_size, workers=config.workers,
                                  progress=config.progress)
     out(f"{dataset.name} {config.split}: {results[0].metrics['images']} images, "
@@ -838,7 +846,7 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
 
 def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: str = "dense",
                 scales: Sequence[int] | None = None, flip: bool | None = None, single_scale: bool = False,
-                topk: int = 5, device: str | None = None, as_json: bool = False, out=print,
+                topk: int = 5, device: str | None = None, amp: bool = True, as_json: bool = False, out=print,
                 err=None) -> list[dict]:
     """The ``vgg predict`` command: the top-k classes of each image; unreadable files are reported
     by name (on ``err``) and skipped."""
@@ -847,7 +855,7 @@ def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: 
     err = err or (lambda s: print(s, file=sys.stderr))
     models = load_nets(checkpoints, resolve_device(device))
     results, skipped = predict(models, inputs, names=checkpoints, protocol=protocol, scales=scales,
-                               flip=flip, single_scale=single_scale, topk=topk)
+                               flip=flip, single_scale=single_scale, topk=topk, amp=amp)
     for path, reason in skipped:
         err(f"skipped {path}: {reason}")
     if as_json:
