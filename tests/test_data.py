@@ -163,6 +163,29 @@ def test_pca_lighting_matches_formula():
     assert torch.equal(out[1], x[1])
 
 
+@pytest.mark.parametrize("bgr", [False, True])
+def test_device_side_equals_flip_lighting_normalise(bgr):
+    """The fused in-place finishing pass equals hflip, then pca_lighting, then Normalization."""
+    crops = torch.randint(0, 256, (6, 3, 5, 7), dtype=torch.uint8)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))
+    aug = Augment(5, (5, 9), pca={"eigval": [30.0, 5.0, 1.0], "eigvec": q.tolist()})
+    p = D.augment_parameters(aug, 0, 0, np.arange(6))
+    norm = Normalization((100.0, 110.0, 120.0), (50.0, 60.0, 70.0), bgr=bgr)
+    expected = D.hflip(crops.float(), torch.from_numpy(p["flip"]))
+    expected = norm(D.pca_lighting(expected, torch.from_numpy(p["alpha"]), [30.0, 5.0, 1.0], q.tolist()))
+    for channels_last in (False, True):
+        out = D._finish(crops.clone(), p["flip"], p["alpha"], aug, norm, channels_last)
+        torch.testing.assert_close(out, expected)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_rescaled_size_scalar_and_vector_agree():
+    rng = np.random.default_rng(0)
+    h, w, s = rng.integers(1, 3000, 500), rng.integers(1, 3000, 500), rng.integers(1, 600, 500)
+    vh, vw = D.rescaled_size(h, w, s)
+    assert [D.rescaled_size(int(a), int(b), int(c)) for a, b, c in zip(h, w, s)] == list(zip(vh, vw))
+
+
 def test_sample_uniform_is_uniform_and_keyed():
     u = D.sample_uniform(0, 0, np.arange(100000), 0)
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
@@ -467,8 +490,8 @@ def test_train_crop_equals_rescale_then_crop(tmp_path):
     for s in (32, 48, 64, 90):
         aug = Augment(32, (s, s), flip=False)
         for position in range(5):
-            crop = D.decode_train_crop(str(tmp_path / "x.png"), aug, 0, 0, position)
             p = D.augment_parameters(aug, 0, 0, [position], 45, 70)
+            crop = D.decode_train_crop(str(tmp_path / "x.png"), 32, s, *p["u_crop"][0])
             sh, sw = D.rescaled_size(45, 70, s)
             x0, y0 = round(p["box"][0][0] * sw / 70), round(p["box"][0][1] * sh / 45)
             full = np.asarray(img.resize((sw, sh), Image.BILINEAR))[y0:y0 + 32, x0:x0 + 32]
