@@ -721,3 +721,15 @@ def test_read_idx_rejects_bad_files(tmp_path):
     (tmp_path / "magic.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + good[4:]))
     with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
         D.read_idx(tmp_path / "magic.gz")
+
+
+def test_describe_dataset_lists_counts_bad_files_and_statistics(tmp_path):
+    root = make_folder(tmp_path, per_class=2)
+    broken_files(root / "val" / "dog")
+    info = D.describe_dataset(str(root), check=True, stats=True)
+    assert info["classes"] == ["cat", "dog"] and info["channels"] == 3
+    assert info["splits"]["train"] == {"images": 4, "per_class": [2, 2], "bad": []}
+    assert info["splits"]["val"]["per_class"] == [2, 8] and "test" not in info["splits"]
+    assert {os.path.basename(p) for p, _ in info["splits"]["val"]["bad"]} == {
+        "corrupt.png", "truncated.jpg", "empty.jpg", "notes.png", "download.jpg", "bomb.png"}
+    assert len(info["statistics"]["mean"]) == 3

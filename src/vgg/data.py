@@ -713,15 +713,50 @@ def open_folder(root: str | Path, split: str, *, limit: int | None = None,
     return dataset
 
 
-def check_images(dataset: FolderDataset, workers: int | None = None) -> None:
-    """Decode every image now; raise ValueError naming the first bad file and why (``--strict``)."""
+def bad_images(dataset: FolderDataset, workers: int | None = None) -> Iterator[tuple[str, str]]:
+    """Decode every image (in ``workers`` processes, default up to 8); yield (path, reason) of each
+    one that cannot be used, in listing order."""
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    loader = _loader(_CheckReader(dataset.paths), [[i] for i in range(len(dataset))], workers,
-                     pin=False, seed=0)
-    for results in loader:
+    chunk = 16
+    plan = [list(range(k, min(k + chunk, len(dataset)))) for k in range(0, len(dataset), chunk)]
+    for results in _loader(_CheckReader(dataset.paths), plan, workers if len(dataset) > 64 else 0,
+                           pin=False, seed=0):
         for path, reason in results:
             if reason is not None:
-                raise ValueError(f"{path}: {reason}")
+                yield path, reason
+
+
+def check_images(dataset: FolderDataset, workers: int | None = None) -> None:
+    """Decode every image now; raise ValueError naming the first bad file and why (``--strict``)."""
+    for path, reason in bad_images(dataset, workers):
+        raise ValueError(f"{path}: {reason}")
+
+
+def describe_dataset(data: str, *, check: bool = False, stats: bool = False, val_size: int = 5000,
+                     seed: int = 0) -> dict:
+    """What ``vgg data`` prints: for each split present, its images per class; with ``check`` every
+    unreadable file and why; with ``stats`` the training set's channel statistics (mean, PCA)."""
+    splits = {}
+    for split in ("train", "val", "test"):
+        try:
+            ds = open_dataset(data, split, val_size=val_size, seed=seed)
+        except FileNotFoundError:
+            if split == "train":
+                raise
+            continue
+        info = {"images": len(ds), "per_class": torch.bincount(ds.labels, minlength=len(ds.classes)).tolist()}
+        if check and isinstance(ds, FolderDataset):
+            info["bad"] = list(bad_images(ds))
+        splits[split] = info
+        if split == "train":
+            classes, channels, name = ds.classes, ds.channels, ds.name
+            statistics = channel_statistics(ds, seed=seed) if stats else None
+    out = {"name": name, "classes": classes, "channels": channels, "splits": splits}
+    if data.lower().replace("_", "-") in ("fashion-mnist", "fashionmnist"):
+        out["files"] = str(find_fashion_mnist())
+    if stats:
+        out["statistics"] = statistics
+    return out
 
 
 class _CheckReader:
