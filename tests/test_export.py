@@ -10,7 +10,7 @@ import torch
 
 import vgg
 from vgg.export import export_model, torchvision_problems
-from vgg.models import CAFFE_NORMALIZATION, TORCHVISION_NORMALIZATION
+from vgg.models import CAFFE_NORMALIZATION
 from vgg.weights import load_any, torch_load_safe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +79,9 @@ def test_safetensors_export_is_our_checkpoint(tmp_path):
 
 def test_torchvision_export_is_a_plain_state_dict_in_torchvision_layout(tmp_path):
     model = vgg.create_model("vgg11", num_classes=3).eval()  # full size: torchvision's shapes
-    model.normalization = TORCHVISION_NORMALIZATION
-    path = export_model(model, tmp_path / "vgg11.pth", "torchvision")
+    model.normalization = CAFFE_NORMALIZATION  # e.g. converted from Keras: the .pth cannot say so
+    with pytest.warns(UserWarning, match="a .pth does not carry it"):
+        path = export_model(model, tmp_path / "vgg11.pth", "torchvision")
     state = torch_load_safe(path)
     # torchvision's vgg11 (cfg A): convs at these indices of features, FC layers at classifier.0/3/6.
     convs = [0, 3, 6, 8, 11, 13, 16, 18]

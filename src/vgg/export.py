@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models import VGG, DenseLinear
+from .models import TORCHVISION_NORMALIZATION, VGG, DenseLinear
 from .weights import atomic_write, save_model
 
 FORMATS = ("onnx", "torchscript", "safetensors", "torchvision")
@@ -134,6 +134,10 @@ def export_torchvision(model: VGG, path: str | Path) -> Path:
     if problems:
         raise ValueError(f"torchvision's VGG cannot hold this model: {'; '.join(problems)}; "
                          "use --format safetensors for its state dict with metadata")
+    if model.normalization != TORCHVISION_NORMALIZATION:
+        warnings.warn(f"{model.arch} expects other preprocessing than torchvision's ({model.normalization});"
+                      " a .pth does not carry it, so users of the file must apply it themselves",
+                      stacklevel=2)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return atomic_write(path, lambda tmp: torch.save(state, str(tmp)))
 
