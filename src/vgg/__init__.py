@@ -11,10 +11,10 @@ from .models import (
     parse_arch,
     prepare_for_inference,
 )
-from .weights import load_model, save_model
+from .weights import load_any, load_model, save_model
 
 __all__ = [
     "CONFIGS", "VGG", "Normalization", "arch_names", "create_model", "init_from_shallow",
-    "init_weights", "load_model", "parse_arch", "prepare_for_inference", "save_model",
+    "init_weights", "load_any", "load_model", "parse_arch", "prepare_for_inference", "save_model",
 ]
 __version__ = "0.1.0"
