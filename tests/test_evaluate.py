@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -414,3 +415,40 @@ def test_breakdown_rows_equal_separate_runs(checkpoints):
                             scales=None if i == 2 or len(r.scales) > 1 or r.protocol == "centre"
                             else r.scales)
         torch.testing.assert_close(r.probs, alone.probs, rtol=1e-5, atol=1e-6)
+
+
+def test_colour_images_for_a_grey_net_become_pillows_luma():
+    from PIL import Image
+
+    rgb = images(1, 9, 11, seed=5)
+    expect = Image.fromarray(rgb[0].permute(1, 2, 0).numpy()).convert("L")
+    got = ev.match_channels(rgb, 1)
+    assert got.dtype == torch.uint8 and got.shape == (1, 1, 9, 11)
+    assert got[0, 0].tolist() == np.asarray(expect).tolist()
+
+
+def test_folder_of_mixed_sizes_is_batched_by_size_and_equals_one_at_a_time(tmp_path):
+    from PIL import Image
+
+    from vgg.data import decode_rescaled, open_dataset
+
+    g = torch.Generator().manual_seed(3)
+    sizes = {"cat": [(30, 40), (40, 30), (36, 36)], "dog": [(30, 40), (50, 34), (28, 28)]}
+    for split in ("train", "val"):
+        for cls, shapes in sizes.items():
+            (tmp_path / split / cls).mkdir(parents=True)
+            for j, (h, w) in enumerate(shapes):
+                pixels = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{j}.png")
+    (tmp_path / "val" / "dog" / "broken.png").write_bytes(b"\x89PNG broken")
+    ds = open_dataset(str(tmp_path), "val")
+    model = tiny(classes=("cat", "dog"))
+    with pytest.warns(UserWarning, match="broken.png"):
+        r = ev.evaluate(model, ds, protocol="dense", scales=[32, 40], batch_size=4)
+    assert r.metrics["images"] == 6 and [Path(p).name for p, _ in r.skipped] == ["broken.png"]
+    views = ev.method_views("dense", [32, 40])
+    kept = [i for i, p in enumerate(ds.paths) if not p.endswith("broken.png")]
+    for row, i in enumerate(kept):
+        one = sum(ev.view_posteriors(model, decode_rescaled(ds.paths[i], q)[None],
+                                     [v for v in views if v.scale == q]) for q in (32, 40))
+        torch.testing.assert_close(r.probs[row:row + 1], one, rtol=1e-5, atol=1e-6)

@@ -210,12 +210,20 @@ def plan_views(models: Sequence[VGG], protocol: str, scales: Sequence[int] | Non
 # -- posteriors ----------------------------------------------------------------------------------------
 
 def match_channels(images: Tensor, channels: int) -> Tensor:
-    """A grey batch for a colour net is repeated over three channels; anything else must match."""
+    """A grey batch for a colour net is repeated over three channels; a colour batch for a grey net
+    (a Fashion-MNIST net on an image folder) becomes its luma, rounded as Pillow's ``convert("L")``
+    (ITU-R 601-2); anything else must match."""
     c = images.shape[1]
     if c == channels:
         return images
     if c == 1:
         return images.expand(-1, channels, -1, -1)
+    if c == 3 and channels == 1:
+        if images.dtype == torch.uint8:
+            rgb = images.to(torch.int32)
+            luma = (rgb[:, 0:1] * 19595 + rgb[:, 1:2] * 38470 + rgb[:, 2:3] * 7471 + 0x8000) >> 16
+            return luma.to(torch.uint8)
+        return images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114
     raise ValueError(f"the net expects {channels}-channel images, got {c} channels")
 
 
@@ -654,20 +662,24 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def read_image(path: str | Path, channels: int) -> Tensor:
-    """Decode one image file as uint8 (C, H, W): grey for a 1-channel net, RGB otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode one image file as uint8 (C, H, W) the way the data pipeline does (upright by EXIF,
+    any mode to RGB, decompression bombs refused): grey for a 1-channel net, RGB otherwise. An
+    unreadable file raises ValueError with the reason."""
+    from .data import BadImage, load_image
 
+    path = Path(path)
+    if not path.exists():
+        raise ValueError("no such file")
+    if path.is_dir():
+        raise ValueError("is a folder")
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-            return x.view(im.height, im.width, -1).permute(2, 0, 1).contiguous()
-    except FileNotFoundError:
-        raise ValueError("no such file") from None
-    except IsADirectoryError:
-        raise ValueError("is a folder") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"not a readable image ({e})") from None
+        im = load_image(path)
+    except BadImage as e:
+        raise ValueError(str(e)) from None
+    if channels == 1:
+        im = im.convert("L")
+    x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+    return x.view(im.height, im.width, -1).permute(2, 0, 1).contiguous()
 
 
 def predict(models: Sequence[VGG], inputs: Sequence[str | Path], *, names: Sequence[str] | None = None,
