@@ -199,8 +199,8 @@ def test_grey_images_feed_a_colour_net_and_a_skipped_image_is_masked():
     model = tiny()
     grey = images(2, 32, 32, c=1)
     torch.testing.assert_close(ev.posterior(model, grey), softmax_of(model, grey.expand(-1, 3, -1, -1)))
-    with pytest.raises(ValueError, match="expects 1-channel images, got 3"):
-        ev.posterior(tiny(in_channels=1), images(1, 32, 32))
+    with pytest.raises(ValueError, match="expects 2-channel images, got 3"):
+        ev.posterior(tiny(in_channels=2), images(1, 32, 32))
     base = [images(1, 32, 40, seed=s)[0] for s in range(3)]
 
     def batches(q):  # image 1 is "undecodable" at every scale
