@@ -457,11 +457,58 @@ def _probe_run(args) -> None:
           f"{'' if result['converged'] else ' (the SVM did not converge)'}")
 
 
+# -- vgg data ------------------------------------------------------------------------------------------
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="'fashion-mnist' or a folder root with train/ val/ [test/]")
+    p.add_argument("--check", action="store_true", help="decode every image; list the unreadable ones")
+    p.add_argument("--stats", action="store_true",
+                   help="the training set's mean and PCA colour components (0-255 scale)")
+    p.add_argument("--val-size", type=int, default=5000, help="Fashion-MNIST's held-out val (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the val split and of --stats' sample")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+
+
+def _data_run(args) -> None:
+    import json
+
+    from .data import describe_dataset
+
+    info = describe_dataset(args.data, check=args.check, stats=args.stats, val_size=args.val_size,
+                            seed=args.seed)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    splits = list(info["splits"])
+    where = f" (files: {info['files']})" if info.get("files") else ""
+    print(f"{info['name']}: {len(info['classes'])} classes, {info['channels']} channel(s){where}")
+    counts = {s: info["splits"][s]["per_class"] for s in splits}
+    if len(info["classes"]) <= 30:
+        rows = [[c] + [counts[s][i] for s in splits] for i, c in enumerate(info["classes"])]
+    else:
+        rows = [["fewest per class"] + [min(counts[s]) for s in splits],
+                ["most per class"] + [max(counts[s]) for s in splits]]
+    rows.append(["total"] + [info["splits"][s]["images"] for s in splits])
+    print(table(rows, ["class"] + splits))
+    if args.check:
+        bad = [(s, p, r) for s in splits for p, r in info["splits"][s].get("bad", [])]
+        for s, p, r in bad:
+            print(f"{s}: unreadable {p}: {r}")
+        print(f"{len(bad)} unreadable file(s)")
+    if args.stats:
+        st = info["statistics"]
+        print("mean (0-255): " + ", ".join(f"{v:.3f}" for v in st["mean"]))
+        print("PCA eigval: " + ", ".join(f"{v:.4f}" for v in st["eigval"]))
+        print("PCA eigvec (columns): " + json.dumps([[round(v, 4) for v in row] for row in st["eigvec"]]))
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]
 
 COMMANDS: dict[str, Command] = {
     "models": ("list every network of Table 1 with its size and cost", _models_args, _models_run),
     "summary": ("per-layer table of one network", _summary_args, _summary_run),
+    "data": ("describe a data set: splits, images per class, unreadable files, mean and PCA colours",
+             _data_args, _data_run),
     "evaluate": ("top-1/top-5 error under the paper's test protocols (dense, multi-crop, scales, "
                  "fusion)", _evaluate_args, _evaluate_run),
     "predict": ("classes and probabilities of image files", _predict_args, _predict_run),
