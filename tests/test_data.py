@@ -733,3 +733,16 @@ def test_describe_dataset_lists_counts_bad_files_and_statistics(tmp_path):
     assert {os.path.basename(p) for p, _ in info["splits"]["val"]["bad"]} == {
         "corrupt.png", "truncated.jpg", "empty.jpg", "notes.png", "download.jpg", "bomb.png"}
     assert len(info["statistics"]["mean"]) == 3
+
+
+def test_cli_data(tmp_path, capsys):
+    from vgg.cli import main
+
+    root = make_folder(tmp_path, per_class=2)
+    broken_files(root / "train" / "dog")
+    assert main(["data", str(root), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "2 classes, 3 channel(s)" in out and "6 unreadable file(s)" in out
+    assert "train: unreadable " in out and "bomb.png: too large to decode safely" in out
+    assert main(["data", str(tmp_path / "nowhere")]) == 2
+    assert "vgg data: error: " in capsys.readouterr().err
