@@ -701,6 +701,9 @@ def test_fashion_mnist_download_from_mirrors(server, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz:(.|\n)*404(.|\n)*does not match"):
         D.download_fashion_mnist(mirrors=(url + "nothing-here/", url + "bad/"))
     assert (cache / "train-images-idx3-ubyte.gz").is_file()
+    monkeypatch.setattr(D, "FASHION_MNIST_MIRRORS", (url + "nothing-here/",))
+    with pytest.raises(ValueError, match=r"not in \$VGG_DATA.*downloading them failed"):
+        open_dataset("fashion-mnist", "train")
     # $VGG_DATA is looked at first, as a folder or with a fashion-mnist subfolder.
     monkeypatch.setenv("VGG_DATA", str(served))
     assert D.find_fashion_mnist() is None

@@ -175,7 +175,14 @@ _FASHION_CACHE: dict[str, tuple[np.ndarray, ...]] = {}
 def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train images, train labels, test images, test labels) as uint8 arrays, found or downloaded.
     Read once per process."""
-    folder = find_fashion_mnist() or download_fashion_mnist()
+    folder = find_fashion_mnist()
+    if folder is None:
+        try:
+            folder = download_fashion_mnist()
+        except ValueError as e:
+            raise ValueError(f"Fashion-MNIST's four .gz files are not in $VGG_DATA, "
+                             f"{FASHION_MNIST_SYSTEM_DIR} or {cache_dir() / 'fashion-mnist'}, and "
+                             f"downloading them failed: {e}") from e
     key = str(folder)
     if key not in _FASHION_CACHE:
         arrays = tuple(read_idx(folder / FASHION_MNIST_FILES[k][0]) for k in
