@@ -128,6 +128,28 @@ def test_resized_crops_equal_rescale_then_crop(size):
         torch.testing.assert_close(out[i], ref, atol=1e-9, rtol=0)
 
 
+def test_large_in_memory_images_use_antialiased_rescale_then_crop():
+    """In-memory images larger than S (shrinking) get the exact antialiased rescale, then the crop."""
+    ds = tensor_dataset(12, 80, 60, channels=3)
+    aug = Augment(32, (32, 48), flip=False)
+    norm = Normalization((0.0,) * 3, (1.0,) * 3)
+    (x, y), = list(train_batches(ds, augment=aug, normalization=norm, batch_size=12, seed=5, epoch=0))
+    order = D.epoch_order(12, 5, 0)
+    p = D.augment_parameters(aug, 5, 0, np.arange(12), 80, 60)
+    for i in range(12):
+        s = int(p["scale"][i])
+        sh, sw = D.rescaled_size(80, 60, s)
+        y0 = int(np.floor(p["u_crop"][i, 0] * (sh - 31)))
+        x0 = int(np.floor(p["u_crop"][i, 1] * (sw - 31)))
+        full = F.interpolate(ds.images[order[i]][None].float(), size=(sh, sw), mode="bilinear",
+                             align_corners=False, antialias=True)
+        torch.testing.assert_close(x[i], full[0, :, y0:y0 + 32, x0:x0 + 32], atol=1e-4, rtol=0)
+        # The same window as the box that the file path resamples.
+        bx0, by0 = p["box"][i][:2]
+        assert (round(bx0 * sw / 60), round(by0 * sh / 80)) == (x0, y0)
+    assert torch.equal(y, ds.labels[order])
+
+
 def test_crop_positions_cover_the_image():
     # Over many draws every valid offset occurs, and none outside [0, S - crop].
     u = np.linspace(0, 1, 1000, endpoint=False)

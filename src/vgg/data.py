@@ -417,6 +417,32 @@ def resized_crops(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def crops_by_scale(images: Tensor, scales, u_crop, crop_size: int) -> Tensor:
+    """Rescale-to-S-then-crop for a batch of equal-size images that may shrink: each distinct S is one
+    antialiased ``F.interpolate`` of its samples, and all crops are cut with one gather. The crops are
+    those of :func:`crop_boxes` (same offsets), for in-memory data larger than the crop's S."""
+    n, c, h, w = images.shape
+    scales = np.asarray(scales)
+    sh, sw = rescaled_size(np.full(n, h), np.full(n, w), scales)
+    y0 = torch.from_numpy(np.floor(u_crop[:, 0] * (sh - crop_size + 1)).astype(np.int64))
+    x0 = torch.from_numpy(np.floor(u_crop[:, 1] * (sw - crop_size + 1)).astype(np.int64))
+    x = images if images.is_floating_point() else images.float()
+    out = x.new_empty(n, c, crop_size, crop_size)
+    ar = torch.arange(crop_size)
+    for s in np.unique(scales):
+        sel = np.flatnonzero(scales == s)
+        size = rescaled_size(h, w, int(s))
+        resized = F.interpolate(x[torch.from_numpy(sel).to(x.device)], size=size, mode="bilinear",
+                                align_corners=False, antialias=size[0] < h or size[1] < w)
+        rows = (y0[sel][:, None] + ar).to(x.device)  # (k, crop)
+        cols = (x0[sel][:, None] + ar).to(x.device)
+        k = torch.arange(len(sel), device=x.device)
+        out[torch.from_numpy(sel).to(x.device)] = \
+            resized[k[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+                    rows[:, None, :, None], cols[:, None, None, :]]
+    return out
+
+
 def center_crop(images: Tensor, size: int) -> Tensor:
     """The central size x size crop of (..., H, W) images (offsets rounded down)."""
     h, w = images.shape[-2:]
@@ -973,8 +999,11 @@ def _tensor_train(dataset: TensorDataset, plan, order, augment, normalization, s
             labels = dataset.labels[idx]
             if pin:
                 src, labels = src.pin_memory(), labels.pin_memory()
-            src = src.to(device, non_blocking=True)
-            crops = resized_crops(src.float(), torch.from_numpy(p["box"]), augment.crop_size)
+            src = src.to(device, non_blocking=True).float()
+            if augment.scale[0] >= min(h, w):  # every sample enlarged: one grid_sample, exact
+                crops = resized_crops(src, torch.from_numpy(p["box"]), augment.crop_size)
+            else:  # some shrink: antialiased rescale per distinct S, then one gather
+                crops = crops_by_scale(src, p["scale"], p["u_crop"], augment.crop_size)
             yield (_finish(crops, p["flip"], p["alpha"], augment, normalization, channels_last),
                    labels.to(device, non_blocking=True))
 
