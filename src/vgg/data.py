@@ -960,6 +960,11 @@ def train_batches(dataset: ImageDataset, *, augment: Augment, normalization: Nor
     The order is a permutation seeded by (seed, epoch) and every random parameter of a sample depends
     on (seed, epoch, its position in the epoch) only, so ``start_batch=k`` resumes exactly at batch k
     and any world size sees the same samples. Augmentation follows Sec. 3.1 (see :class:`Augment`).
+
+    ``workers`` DataLoader processes decode image folders (persistent across epochs, pinned memory on
+    CUDA); in-memory data is augmented batched on ``device`` and needs none. An undecodable file is
+    left out of its batch (warned, listed in ``Batches.skipped``); a batch with no readable file is
+    left out of the epoch.
     """
     n = len(dataset)
     if batch_size < 1 or not 0 <= rank < world_size:
