@@ -5,6 +5,7 @@ reference forward pass computed here; known names and URLs against a local HTTP 
 import functools
 import hashlib
 import http.server
+import os
 import pickle
 import threading
 import warnings
@@ -75,6 +76,18 @@ def test_failed_save_keeps_the_old_file(tmp_path):
         save_model(bad, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    """The temporary file is private while written; the result has the mode open() would give it,
+    or keeps the mode of the file it replaces."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = save_model(small_model("A"), tmp_path / "m.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    save_model(small_model("A"), path)
+    assert path.stat().st_mode & 0o777 == 0o640
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
