@@ -2,6 +2,7 @@
 and torchvision files load back; torch.hub builds every network of Table 1."""
 
 import json
+import warnings
 from pathlib import Path
 
 import onnxruntime as ort
@@ -113,3 +114,20 @@ def test_torch_hub_builds_every_architecture():
     assert sum(p.numel() for p in full.parameters()) == 138_357_544
     with pytest.raises(ValueError, match="no pretrained weights are published for vgg16_c"):
         torch.hub.load(str(REPO), "vgg16_c", source="local", pretrained=True)
+
+
+def test_cli_export_from_a_run_folder(tmp_path, capsys):
+    from vgg.cli import main
+    from vgg.weights import save_model
+    model = trained_like("A")
+    save_model(model, tmp_path / "run" / "best.safetensors")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "m.pt"), "--format", "torchscript"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, still works
+        loaded = torch.jit.load(str(tmp_path / "m.pt"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model(x), rtol=1e-5, atol=1e-5)
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "m.pth"), "--format", "torchvision"]) == 2
+    assert "torchvision's VGG cannot hold this model" in capsys.readouterr().err

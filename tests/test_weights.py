@@ -9,6 +9,7 @@ import os
 import pickle
 import threading
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -633,3 +634,35 @@ def test_url_without_hash_downloads_any_format(served):
 def test_unknown_spec_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a file or run folder, nor a known name"):
         load_any(tmp_path / "nothing.pth")
+
+
+def test_cli_convert_writes_our_checkpoint(tmp_path, capsys):
+    from vgg.cli import main
+    layers = keras_weights("vgg16", classes=1000, k=1)
+    write_keras(tmp_path / "k.h5", layers, "flat")
+    out = tmp_path / "k.safetensors"
+    assert main(["convert", str(tmp_path / "k.h5"), str(out), "--from", "auto"]) == 0
+    printed = capsys.readouterr().out
+    assert "vgg16 from keras weights" in printed and "BGR" in printed and "ImageNet names" in printed
+    model = vgg.load_model(out)
+    assert model.normalization == CAFFE_NORMALIZATION and model.classes[281] == "tabby"
+    rgb = images(size=32)
+    with torch.no_grad():
+        ours = model(model.normalization(rgb)).double().numpy()
+    reference = keras_forward(layers, rgb)[1]
+    np.testing.assert_allclose(ours, reference, atol=1e-4 * np.abs(reference).max(), rtol=0)
+    assert main(["convert", str(tmp_path / "k.h5"), str(tmp_path / "x.safetensors"), "--from", "timm"]) == 2
+    assert "is in keras format, not timm" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_hub_pretrained_goes_through_the_checked_download(served, monkeypatch):
+    root, home, server = served
+    torch.save(tv_state("vgg13", classes=3), root / "tmp.pth")
+    name = f"vgg13-{hashlib.sha256((root / 'tmp.pth').read_bytes()).hexdigest()[:8]}.pth"
+    (root / "tmp.pth").rename(root / name)
+    monkeypatch.setattr(weights, "TORCHVISION_URL", server.url)
+    monkeypatch.setitem(weights.TORCHVISION_WEIGHTS, "vgg13", name)
+    repo = str(Path(__file__).resolve().parents[1])
+    model = torch.hub.load(repo, "vgg13", source="local", pretrained=True, progress=False)
+    assert model.arch == "vgg13" and model.info["source"] == "torchvision" and not model.training
