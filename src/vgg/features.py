@@ -95,17 +95,20 @@ def extract_features(model: VGG, dataset: ImageDataset, *, scales: list[int] | N
     scales = feature_scales(model.crop_size, scales)
     model = prepare_for_inference(model, device)
     n, dim = len(dataset), model.classifier[3].out_features
-    per_scale, seen = [], torch.ones(n, dtype=torch.bool)
-    for q in scales:
-        out, got = torch.zeros(n, dim), torch.zeros(n, dtype=torch.bool)
+    # Stacked: one column block per scale; averaged: one running sum (memory of one scale).
+    features = torch.zeros(n, dim * len(scales) if stack else dim)
+    seen = torch.ones(n, dtype=torch.bool)
+    for s, q in enumerate(scales):
+        got = torch.zeros(n, dtype=torch.bool)
+        columns = slice(s * dim, (s + 1) * dim) if stack else slice(0, dim)
         batches = eval_batches(dataset, scale=q, batch_size=batch_size, workers=workers, device=device)
         for images, _, index in tqdm(batches, desc=f"features Q={q}", disable=not progress):
             index = index.cpu()
-            out[index] = image_descriptors(model, images).cpu()
+            features[index, columns] += image_descriptors(model, images).cpu()
             got[index] = True
-        per_scale.append(out)
         seen &= got
-    features = torch.cat(per_scale, dim=1) if stack else torch.stack(per_scale).mean(dim=0)
+    if not stack:
+        features /= len(scales)
     if not seen.all():
         warnings.warn(f"{int((~seen).sum())} of {n} images could not be read and have no features",
                       stacklevel=2)
