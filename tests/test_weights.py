@@ -360,11 +360,17 @@ def test_shapes_that_do_not_fit_the_architecture_are_a_clear_error(tmp_path):
 
 
 def test_truncated_local_files_are_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
     torch.save(tv_state("vgg11"), tmp_path / "tv.pth")
-    data = (tmp_path / "tv.pth").read_bytes()
-    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="cut.pth"):
-        load_any(tmp_path / "cut.pth")
+    save_model(small_model("A"), tmp_path / "ours.safetensors")
+    save_file(tv_state("vgg11"), str(tmp_path / "tv.safetensors"))
+    write_keras(tmp_path / "k.h5", keras_weights("vgg11"), "flat")
+    for name in ("tv.pth", "ours.safetensors", "tv.safetensors", "k.h5"):
+        data = (tmp_path / name).read_bytes()
+        cut = tmp_path / f"cut_{name}"
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ValueError, match=f"cut_{name}"):
+            load_any(cut)
 
 
 class OpensAFile:

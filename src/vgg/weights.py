@@ -161,7 +161,8 @@ def torch_load_safe(path: str | Path) -> object:
     containers is refused with a clear error, and nothing it contains runs."""
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, SafetensorError) as e:
+        # (torch.load hands files that look like safetensors to safetensors, hence its error too.)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"refusing to load {path}: not a plain tensor checkpoint (loading it "
                          f"would run pickled code, or the file is corrupt): {first}") from e
@@ -486,15 +487,17 @@ def read_weight_file(path: str | Path, source: str = "auto") -> tuple[str, objec
         raise ValueError(f"unknown weight format {source!r}; valid: {', '.join(SOURCES)}")
     path = resolve_checkpoint(path)
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head == HDF5_MAGIC:
+        head = f.read(9)
+    if head[:8] == HDF5_MAGIC:
         found, payload = "keras", None
     else:
         try:
             with safe_open(str(path), framework="pt") as f:
                 is_ours = METADATA_KEY in (f.metadata() or {})
             found, payload = ("vgg", path) if is_ours else (None, load_file(str(path)))
-        except (SafetensorError, OSError):
+        except (SafetensorError, OSError) as e:
+            if head[8:9] == b"{":  # safetensors: 8-byte header length, then the JSON header
+                raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
             found, payload = None, plain_state(torch_load_safe(path), str(path))
         if found is None:
             found = state_format(payload, str(path))
