@@ -98,19 +98,23 @@ def reference_eval(paths: list[str], q: int = 384) -> list[torch.Tensor]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", type=int, default=200, help="500x375 images (default 200)")
-    parser.add_argument("--large", type=int, default=40, help="2048x1536 images (default 40)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", default=None, help="also write the results as JSON here")
-    args = parser.parse_args()
+def run(small: int = 200, large: int = 40, rounds: int = 5) -> tuple[list[list], dict]:
+    """Time both pipelines on ``small`` 500x375 and ``large`` 2048x1536 JPEGs; returns the table rows
+    and the JSON-able results. Runs on one thread (the caller's thread count is restored)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per core: one process, one thread, no DataLoader workers
+    try:
+        return _run(small, large, rounds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(small: int, large: int, rounds: int) -> tuple[list[list], dict]:
     augment = Augment(224, (256, 512))
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_images(root, {"500x375": args.small, "2048x1536": args.large})
+        make_images(root, {"500x375": small, "2048x1536": large})
         for name in SIZES:
             ds = open_dataset(str(root / name), "train")
             n = len(ds)
@@ -138,7 +142,7 @@ def main() -> None:
                     torch.stack(reference_eval(ds.paths[k:k + 32]))
 
             times = interleaved({"ours train": ours_train, "ref train": ref_train,
-                                 "ours eval": ours_eval, "ref eval": ref_eval}, rounds=args.rounds)
+                                 "ours eval": ours_eval, "ref eval": ref_eval}, rounds=rounds)
             for kind in ("train", "eval"):
                 ours, ref = median(times[f"ours {kind}"]), median(times[f"ref {kind}"])
                 mid, lo, hi = ratio(times, f"ours {kind}", f"ref {kind}")
@@ -149,10 +153,24 @@ def main() -> None:
                                              "speedup_min": lo, "speedup_max": hi,
                                              "rounds_s": {"ours": times[f"ours {kind}"],
                                                           "reference": times[f"ref {kind}"]}}
+    return rows, results
+
+
+TITLE = "images/s per core (train: S~U[256,512] + 224 crop + flip; eval: Q=384, uncropped)"
+HEADER = ["images", "pipeline", "n", "ours img/s", "Pillow ref img/s", "speed-up", "min-max"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=200, help="500x375 images (default 200)")
+    parser.add_argument("--large", type=int, default=40, help="2048x1536 images (default 40)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+    rows, results = run(args.small, args.large, args.rounds)
     print(f"machine: {machine()}; Pillow {Image.__version__}, "
           f"libjpeg-turbo {features.check_feature('libjpeg_turbo')}")
-    print_table("images/s per core (train: S~U[256,512] + 224 crop + flip; eval: Q=384, uncropped)",
-                ["images", "pipeline", "n", "ours img/s", "Pillow ref img/s", "speed-up", "min-max"], rows)
+    print_table(TITLE, HEADER, rows)
     if args.json:
         write_json(args.json, {"benchmark": "data", "results": results})
 

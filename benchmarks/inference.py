@@ -2,7 +2,11 @@
 plain eager reference (fp32, NCHW, an nn.Sequential with the same layers and a Linear head), a large
 matmul (for model FLOP utilisation) and onnxruntime on the exported model when it is installed.
 
-    .venv/bin/python benchmarks/inference.py [--batches 1 8 32] [--rounds 5] [--json PATH]
+Ours is ``vgg.models.prepare_for_inference`` (what ``vgg evaluate`` and ``vgg predict`` load nets
+with) called as ``evaluate.posterior`` calls it: channels_last weights and, on the CPU, the fused
+conv+ReLU runner with prepacked weights; the FC head takes its matmul path at crop size.
+
+    .venv/bin/python benchmarks/inference.py [--batches 1 8 32] [--rounds 5] [--bf16] [--json PATH]
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def onnx_session(model: vgg.VGG, tmp: Path):
     try:
         import onnxruntime as ort
 
-        from vgg.weights import export_onnx
+        from vgg.export import export_onnx
     except ImportError:
         return None
     path = tmp / "vgg16.onnx"
@@ -47,53 +51,55 @@ def onnx_session(model: vgg.VGG, tmp: Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", default="vgg16")
-    p.add_argument("--size", type=int, default=224)
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--json", default="benchmarks/results/inference.json")
-    args = p.parse_args()
+def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 5,
+        bf16: bool = False) -> dict:
+    """Every inference figure; returns the JSON-able results. ``bf16``: also time the opt-in
+    bfloat16 autocast path (not the fp32 comparison)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    base = vgg.create_model(args.arch, crop_size=args.size).eval()
+    base = vgg.create_model(arch, crop_size=size).eval()
     ref = eager_reference(base).to(device)
-    ours = prepare_for_inference(vgg.create_model(args.arch, crop_size=args.size), device)
+    ours = prepare_for_inference(vgg.create_model(arch, crop_size=size), device)
     ours.load_state_dict(base.state_dict())
-    macs = sum(r["macs"] for r in layer_table(base, args.size))
+    macs = sum(r["macs"] for r in layer_table(base, size))
     n = 2048 if device == "cpu" else 8192
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    autocast_bf16 = torch.autocast(device, dtype=torch.bfloat16)
 
-    rows, results = [], []
+    def ours_bf16(x):
+        with autocast_bf16:
+            return ours(x)
+
+    results = []
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         session = onnx_session(base, Path(tmp)) if device == "cpu" else None
-        for batch in args.batches:
-            x = torch.randn(batch, 3, args.size, args.size, device=device)
+        for batch in batches:
+            x = torch.randn(batch, 3, size, size, device=device)
+            # evaluate.posterior's call: the normalised NCHW float batch straight into model(x)
             torch.testing.assert_close(ours(x), ref(x), rtol=1e-3, atol=1e-4)
             contenders = {"ours": lambda x=x: ours(x), "reference": lambda x=x: ref(x),
                           "matmul": lambda: a @ b}
             if session is not None:
                 xn = x.cpu().numpy()
+                np_ref = session.run(None, {"images": xn})[0]
+                torch.testing.assert_close(torch.from_numpy(np_ref), ref(x).cpu(), rtol=1e-3, atol=1e-4)
                 contenders["onnxruntime"] = lambda xn=xn: session.run(None, {"images": xn})
-            times = interleaved(contenders, args.rounds)
+            if bf16:
+                contenders["ours bf16"] = lambda x=x: ours_bf16(x)
+            times = interleaved(contenders, rounds)
             ips = {k: batch / median(v) for k, v in times.items() if k != "matmul"}
             peak = 2 * n**3 / median(times["matmul"])
-            mfu = 2 * macs * ips["ours"] / peak
-            r, lo, hi = ratio(times, "ours", "reference")
-            row = {"batch": batch, "images_per_s": ips, "vs_reference": [r, lo, hi], "mfu": mfu,
-                   "matmul_gflops": peak / 1e9}
-            ort_cell = "-"
+            row = {"batch": batch, "images_per_s": ips,
+                   "vs_reference": list(ratio(times, "ours", "reference")),
+                   "mfu": 2 * macs * ips["ours"] / peak, "matmul_gflops": peak / 1e9, "rounds_s": times}
             if "onnxruntime" in times:
                 row["vs_onnxruntime"] = list(ratio(times, "ours", "onnxruntime"))
-                ort_cell = f"{row['vs_onnxruntime'][0]:.2f}x ({row['vs_onnxruntime'][1]:.2f}-" \
-                           f"{row['vs_onnxruntime'][2]:.2f})"
+            if bf16:
+                row["bf16_vs_ours"] = list(ratio(times, "ours bf16", "ours"))
             results.append(row)
-            rows.append([batch, f"{ips['ours']:.2f}", f"{ips['reference']:.2f}",
-                         f"{ips.get('onnxruntime', float('nan')):.2f}", f"{r:.2f}x ({lo:.2f}-{hi:.2f})",
-                         ort_cell, f"{100 * mfu:.0f}%"])
         # The head at crop size: the matmul path against the same weights as 7x7 + 1x1 convolutions.
-        feats = torch.randn(8, 512, args.size // 32, args.size // 32, device=device)
+        feats = torch.randn(8, 512, size // 32, size // 32, device=device)
+        feats = feats.contiguous(memory_format=torch.channels_last)  # what the features produce
         head = ours.classifier.eval()
 
         def conv_head():
@@ -101,16 +107,51 @@ def main() -> None:
             h = F.relu(F.conv2d(h, head[3].conv_weight(), head[3].bias))
             return F.conv2d(h, head[6].conv_weight(), head[6].bias)
 
-        head_times = interleaved({"ours": lambda: head(feats), "conv": conv_head}, args.rounds)
-        hr = ratio(head_times, "ours", "conv")
-    print(f"{args.arch} at {args.size}, {machine()}")
-    print_table("inference (images/s; ratio = median over rounds, (min-max))",
-                ["batch", "ours", "eager NCHW", "onnxruntime", "vs eager", "vs onnxruntime", "MFU"],
-                rows)
-    print(f"\nhead at crop size, batch 8: ours {1e3 * median(head_times['ours']):.1f} ms, "
-          f"as convolutions {1e3 * median(head_times['conv']):.1f} ms ({hr[0]:.2f}x)")
-    write_json(args.json, {"arch": args.arch, "size": args.size, "inference": results,
-                           "head_vs_conv": list(hr)})
+        torch.testing.assert_close(head(feats), conv_head(), rtol=1e-4, atol=1e-5)
+        x8 = torch.randn(8, 3, size, size, device=device)
+        head_times = interleaved({"ours": lambda: head(feats), "conv": conv_head,
+                                  "model": lambda: ours(x8)}, rounds)
+    return {"arch": arch, "size": size, "inference": results,
+            "head": {"matmul_s": median(head_times["ours"]), "conv_s": median(head_times["conv"]),
+                     "model_s": median(head_times["model"]),
+                     "conv_vs_matmul": list(ratio(head_times, "ours", "conv")), "rounds_s": head_times}}
+
+
+def print_results(res: dict) -> None:
+    def cell(r):
+        return f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})"
+
+    rows = []
+    for row in res["inference"]:
+        ips = row["images_per_s"]
+        rows.append([row["batch"], f"{ips['ours']:.2f}", f"{ips['reference']:.2f}",
+                     f"{ips.get('onnxruntime', float('nan')):.2f}", cell(row["vs_reference"]),
+                     cell(row["vs_onnxruntime"]) if "vs_onnxruntime" in row else "-",
+                     f"{100 * row['mfu']:.0f}%"]
+                    + ([f"{ips['ours bf16']:.2f}"] if "ours bf16" in ips else []))
+    bf16 = any("ours bf16" in r["images_per_s"] for r in res["inference"])
+    print_table(f"{res['arch']} at {res['size']}: inference images/s; ratio = median over rounds (min-max)",
+                ["batch", "ours", "eager NCHW", "onnxruntime", "vs eager", "vs onnxruntime", "MFU"]
+                + (["ours bf16 (opt-in)"] if bf16 else []), rows)
+    h = res["head"]
+    print(f"\nhead at crop size, batch 8: matmul path {1e3 * h['matmul_s']:.1f} ms, as 7x7 + 1x1 "
+          f"convolutions {1e3 * h['conv_s']:.1f} ms ({cell(h['conv_vs_matmul'])} slower), "
+          f"{100 * h['matmul_s'] / h['model_s']:.1f}% of the whole model's {1e3 * h['model_s']:.0f} ms")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="vgg16")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--bf16", action="store_true", help="also time the opt-in bfloat16 autocast path")
+    p.add_argument("--json", default="benchmarks/results/inference.json")
+    args = p.parse_args()
+    res = run(args.arch, args.size, args.batches, args.rounds, args.bf16)
+    print(machine())
+    print_results(res)
+    write_json(args.json, {"benchmark": "inference", **res})
 
 
 if __name__ == "__main__":

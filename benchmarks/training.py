@@ -1,0 +1,194 @@
+"""Training speed (forward, backward, SGD step) along the path `vgg train` uses, against a plain
+reference loop written here, and end-to-end training from real data against synthetic tensors.
+
+- steps: images/s of VGG16 at 224 and VGG11 at 32x32 (1 channel, 10 classes: Fashion-MNIST's shape).
+  Ours is the model `vgg train` builds (``vgg.train.build_model``, channels_last on CPU as the loop
+  does, ``param_groups`` for SGD) stepped by ``vgg.train.forward_backward`` + ``optimizer.step``.
+  The reference is an nn.Sequential with the same layers and weights (NCHW, flatten + nn.Linear
+  head), torch.optim.SGD with the same momentum and weight decay, F.cross_entropy, backward, step.
+  A large matmul timed in the same rounds gives the model FLOP utilisation (3 x forward FLOPs).
+- end to end: the same step fed by ``vgg.data.train_batches`` (decode, Sec. 3.1 augmentation,
+  normalise) against the same step on one synthetic tensor: generated ImageNet-like JPEGs
+  (500x375, benchmarks/data.py) for the 224 net, Fashion-MNIST in memory for the 32x32 net.
+
+    .venv/bin/python benchmarks/training.py [--quick] [--rounds 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common import interleaved, machine, median, print_table, ratio, write_json
+from vgg import data
+from vgg import train as vtrain
+from vgg.models import Normalization, layer_table
+
+
+def reference_net(model) -> nn.Sequential:
+    """The same layers and weights as a plain NCHW nn.Sequential with torchvision's head."""
+    linears = []
+    for i in (0, 3, 6):
+        fc = model.classifier[i]
+        linear = nn.Linear(fc.in_features, fc.out_features)
+        linear.load_state_dict(fc.state_dict())
+        linears.append(linear)
+    net = nn.Sequential(*copy.deepcopy(model.features), nn.Flatten(), linears[0], nn.ReLU(inplace=True),
+                        nn.Dropout(model.dropout), linears[1], nn.ReLU(inplace=True),
+                        nn.Dropout(model.dropout), linears[2])
+    return net.to(memory_format=torch.contiguous_format).train()
+
+
+def pixels(batch: int, channels: int, crop: int, device) -> torch.Tensor:
+    """Synthetic input with the scale of real mean-subtracted pixels (Sec. 2: 0-255 minus the mean),
+    not randn's: with the paper's N(0, 0.01^2) init, inputs 100x too small push the deep layers'
+    activations and gradients towards denormal floats, which the CPU computes far more slowly."""
+    return torch.randint(0, 256, (batch, channels, crop, crop), device=device).float() - 118.0
+
+
+def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, width: float = 1.0):
+    """The model and optimizer as `vgg train` prepares them (vgg.train._train, CPU device)."""
+    config = vtrain.TrainConfig(arch=arch, crop_size=crop, width=width, batch_size=batch, progress=False)
+    stats = {"mean": [118.0] * channels}
+    model = vtrain.build_model(config, [str(k) for k in range(classes)], channels, stats)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    model.to(device)
+    channels_last = cuda or vtrain.CPU_CHANNELS_LAST
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(vtrain.param_groups(model), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    net, no_sync = vtrain.wrap(model, vtrain.distributed.Context(device=device), False)
+    model.train()
+    amp = cuda and config.amp
+
+    def step(images, labels):
+        optimizer.zero_grad(set_to_none=True)
+        out = vtrain.forward_backward(net, images, labels, len(labels), amp, no_sync)
+        # The loop's per-step sync on CPU (loss check) before the update.
+        out.tolist()
+        optimizer.step()
+
+    return model, step, device, channels_last, config
+
+
+def reference_setup(model, config, device):
+    ref = reference_net(model).to(device)
+    opt = torch.optim.SGD(ref.parameters(), lr=config.lr, momentum=config.momentum,
+                          weight_decay=config.weight_decay)
+
+    def step(images, labels):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(ref(images), labels)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def step_benchmark(name: str, arch: str, crop: int, channels: int, classes: int, batch: int,
+                   rounds: int) -> dict:
+    torch.manual_seed(0)
+    model, ours, device, channels_last, config = ours_setup(arch, crop, channels, classes, batch)
+    ref = reference_setup(model, config, device)
+    x = pixels(batch, channels, crop, device)
+    y = torch.randint(0, classes, (batch,), device=device)
+    x_ours = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    n = 2048 if device.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = interleaved({"ours": lambda: ours(x_ours, y), "reference": lambda: ref(x, y),
+                         "matmul": lambda: a @ b}, rounds)
+    macs = sum(r["macs"] for r in layer_table(model, crop))
+    peak = 2 * n**3 / median(times["matmul"])
+    ips = {k: batch / median(v) for k, v in times.items() if k != "matmul"}
+    r = ratio(times, "ours", "reference")
+    return {"name": name, "arch": arch, "crop": crop, "batch": batch, "images_per_s": ips,
+            "vs_reference": list(r), "mfu": 3 * 2 * macs * ips["ours"] / peak, "matmul_gflops": peak / 1e9,
+            "rounds_s": times}
+
+
+def forever(make_epoch):
+    for epoch in itertools.count():
+        yield from make_epoch(epoch)
+
+
+def end_to_end(name: str, arch: str, crop: int, batch: int, rounds: int, dataset, scale) -> dict:
+    """Steps fed by train_batches (real data) against steps on one synthetic batch."""
+    torch.manual_seed(0)
+    channels, classes = dataset.channels, len(dataset.classes)
+    model, step, device, channels_last, _ = ours_setup(arch, crop, channels, classes, batch)
+    augment = data.Augment(crop_size=crop, scale=scale, flip=True, pca=None)
+    norm = Normalization((118.0,) * channels, (1.0,) * channels)
+    batches = forever(lambda e: data.train_batches(dataset, augment=augment, normalization=norm,
+                                                   batch_size=batch, seed=0, epoch=e, device=device,
+                                                   channels_last=channels_last))
+    x = pixels(batch, channels, crop, device)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = torch.randint(0, classes, (batch,), device=device)
+
+    def real():
+        images, labels = next(batches)
+        step(images, labels)
+
+    times = interleaved({"real": real, "synthetic": lambda: step(x, y)}, rounds)
+    r = ratio(times, "real", "synthetic")
+    return {"name": name, "arch": arch, "crop": crop, "batch": batch, "data": dataset.name,
+            "images_per_s": {k: batch / median(v) for k, v in times.items()}, "real_vs_synthetic": list(r),
+            "rounds_s": times}
+
+
+def run(quick: bool = False, rounds: int | None = None) -> dict:
+    """Every training figure; returns the JSON-able results (and prints nothing)."""
+    rounds = rounds or (2 if quick else 3)
+    big_batch = 4 if quick else 8
+    small_batch = 32 if quick else 64
+    steps = [step_benchmark("VGG16 @ 224", "vgg16", 224, 3, 1000, big_batch, rounds),
+             step_benchmark("VGG11 @ 32x32", "vgg11", 32, 1, 10, small_batch, rounds)]
+    with tempfile.TemporaryDirectory() as tmp:
+        from data import make_images
+
+        make_images(Path(tmp), {"500x375": big_batch * (rounds + 2)})
+        jpegs = data.open_dataset(str(Path(tmp) / "500x375"), "train")
+        e2e = [end_to_end("VGG11 @ 224, JPEG folder", "vgg11", 224, big_batch, rounds, jpegs, (256, 512))]
+    fmnist = data.open_dataset("fashion-mnist", "train", limit=small_batch * (rounds + 2) * 2)
+    e2e.append(end_to_end("VGG11 @ 32x32, Fashion-MNIST", "vgg11", 32, small_batch, rounds, fmnist, (32, 64)))
+    return {"steps": steps, "end_to_end": e2e}
+
+
+def print_results(results: dict) -> None:
+    rows = [[s["name"], s["batch"], f"{s['images_per_s']['ours']:.2f}",
+             f"{s['images_per_s']['reference']:.2f}",
+             "{:.2f}x ({:.2f}-{:.2f})".format(*s["vs_reference"]), f"{100 * s['mfu']:.0f}%"]
+            for s in results["steps"]]
+    print_table("training step (forward, backward, SGD), images/s; ratio = median over rounds (min-max)",
+                ["net", "batch", "ours", "reference loop", "vs reference", "MFU"], rows)
+    rows = [[e["name"], e["batch"], f"{e['images_per_s']['real']:.2f}",
+             f"{e['images_per_s']['synthetic']:.2f}",
+             "{:.2f}x ({:.2f}-{:.2f})".format(*e["real_vs_synthetic"])]
+            for e in results["end_to_end"]]
+    print_table("end-to-end training, images/s", ["net and data", "batch", "real data", "synthetic",
+                                                  "real / synthetic"], rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller batches, 2 rounds")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--json", default="benchmarks/results/training.json")
+    args = p.parse_args()
+    results = run(args.quick, args.rounds)
+    print(machine())
+    print_results(results)
+    write_json(args.json, {"benchmark": "training", **results})
+
+
+if __name__ == "__main__":
+    main()

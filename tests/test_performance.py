@@ -1,0 +1,84 @@
+"""The inference fast path (prepare_for_inference's fused CPU runner) and the `vgg bench` entry."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import vgg
+from vgg.cli import COMMANDS, build_parser
+from vgg.models import FusedFeatures, prepare_for_inference
+
+pytestmark = pytest.mark.skipif(not FusedFeatures.available(), reason="needs torch's oneDNN CPU ops")
+
+
+def tiny(arch: str, crop: int = 32, seed: int = 0) -> vgg.VGG:
+    torch.manual_seed(seed)
+    model = vgg.create_model(arch, width=0.25, crop_size=crop, num_classes=7, init="glorot")
+    for m in model.modules():  # BatchNorm with non-trivial statistics, so folding is exercised
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,crop", [("vgg16", 32), ("vgg16_bn", 32), ("vgg11_lrn", 64), ("vgg16_c", 32)])
+def test_fused_runner_matches_the_modules(arch, crop):
+    base = tiny(arch, crop)
+    fast = prepare_for_inference(copy.deepcopy(base))
+    assert isinstance(fast.__dict__.get("fused_features"), FusedFeatures)
+    for shape in [(1, 3, crop, crop), (3, 3, crop + 32, crop + 64), (2, 3, crop, crop)]:
+        x = 50 * torch.randn(*shape)
+        with torch.inference_mode():
+            ref, out = base(x), fast(x)
+            ref_map, out_map = base.score_map(x), fast.score_map(x)
+        # the same convolutions (BN folded into them reorders the arithmetic a little)
+        tol = dict(rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, ref, **tol)
+        torch.testing.assert_close(out_map, ref_map, **tol)
+
+
+def test_fused_runner_follows_weight_changes_and_copies():
+    base = tiny("vgg11_bn")
+    fast = prepare_for_inference(copy.deepcopy(base))
+    x = 50 * torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        fast(x)  # packs the weights
+    state = {k: v * 1.5 if v.is_floating_point() else v for k, v in base.state_dict().items()}
+    base.load_state_dict(state)
+    fast.load_state_dict(state)
+    with torch.no_grad():
+        fast.features[0].bias.add_(0.25)
+        base.features[0].bias.add_(0.25)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), base(x), rtol=1e-4, atol=1e-5)
+        copied = copy.deepcopy(fast)
+        torch.testing.assert_close(copied(x), fast(x))
+
+
+def test_fused_runner_stays_out_of_training_and_autograd():
+    model = prepare_for_inference(tiny("vgg11"))
+    fused = model.fused_features
+    x = 50 * torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert fused.usable(x)
+    assert not fused.usable(x)  # autograd on: the modules run, gradients flow
+    model(x).sum().backward()
+    assert model.features[0].weight.grad is not None
+    model.train()
+    with torch.no_grad():
+        assert not fused.usable(x)
+    model.eval()
+    with torch.no_grad():
+        assert not fused.usable(x.double())
+
+
+def test_bench_command_is_registered():
+    assert "bench" in COMMANDS
+    args = build_parser().parse_args(["bench", "--quick", "--only", "inference"])
+    assert args.quick and args.only == ["inference"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--only", "nothing"])
