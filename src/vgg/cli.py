@@ -502,6 +502,37 @@ def _data_run(args) -> None:
         print("PCA eigvec (columns): " + json.dumps([[round(v, 4) for v in row] for row in st["eigvec"]]))
 
 
+# -- vgg bench -----------------------------------------------------------------------------------------
+
+BENCH_PARTS = ("inference", "training", "data")
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="a short run: fewer rounds, batches and images")
+    p.add_argument("--only", nargs="+", choices=BENCH_PARTS, metavar="PART",
+                   help=f"run only these parts ({', '.join(BENCH_PARTS)})")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time the opt-in bfloat16 inference (never the fp32 comparison)")
+    p.add_argument("--json", metavar="PATH", help="results JSON (default benchmarks/results/all.json)")
+
+
+def _bench_run(args) -> None:
+    import subprocess
+    from pathlib import Path
+
+    # The suite lives beside the package in a source checkout (make bench runs the same script).
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run_all.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"vgg bench runs the repository's benchmarks/run_all.py, not found at "
+                                f"{script}; install from a source checkout (pip install -e .)")
+    argv = [sys.executable, str(script)] + (["--quick"] if args.quick else []) + \
+        (["--only", *args.only] if args.only else []) + (["--bf16"] if args.bf16 else []) + \
+        (["--json", args.json] if args.json else [])
+    code = subprocess.call(argv)
+    if code:
+        raise SystemExit(code)
+
+
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]
 
 COMMANDS: dict[str, Command] = {
@@ -523,6 +554,8 @@ COMMANDS: dict[str, Command] = {
               _train_run),
     "finetune": ("fine-tune pretrained weights on new data: new head, frozen then all layers",
                  _finetune_args, _finetune_run),
+    "bench": ("the benchmark suite (make bench): inference, training, data, against references",
+              _bench_args, _bench_run),
 }
 
 
