@@ -395,7 +395,7 @@ def test_views_showing_the_same_pixels_run_once():
 def test_breakdown_rows_equal_separate_runs(checkpoints):
     from vgg.data import open_dataset
 
-    ds = open_dataset("fashion-mnist", "test", limit=16)
+    ds = open_dataset("fashion-mnist", "test", limit=6)
     nets = [vgg.load_model(checkpoints["fixed"]), vgg.load_model(checkpoints["jitter"])]
     rows = ev.evaluate_protocols(nets, ds, names=["fixed", "jitter"], breakdown=True, batch_size=16,
                                  protocols=["centre", "dense", "dense+multi-crop"])
@@ -452,3 +452,22 @@ def test_folder_of_mixed_sizes_is_batched_by_size_and_equals_one_at_a_time(tmp_p
         one = sum(ev.view_posteriors(model, decode_rescaled(ds.paths[i], q)[None],
                                      [v for v in views if v.scale == q]) for q in (32, 40))
         torch.testing.assert_close(r.probs[row:row + 1], one, rtol=1e-5, atol=1e-6)
+
+
+def test_caffe_pooling_sees_a_side_that_is_not_a_multiple_of_32_whole():
+    model = tiny()
+    x = images(2, 37, 37)
+    assert model.score_map(x.float()).shape[-2:] == (1, 1)  # PyTorch: cut to the top-left 32
+    with ev.caffe_pooling(model):
+        assert model.score_map(x.float()).shape[-2:] == (2, 2)  # Caffe: rounded up
+    assert all(not m.ceil_mode for m in model.modules() if isinstance(m, torch.nn.MaxPool2d))
+    views = ev.method_views("dense", [64])
+    y = images(2, 64, 96)
+    plain, _ = ev.fused_posteriors([model], [views], lambda q: [(y, torch.zeros(2), torch.arange(2))], 2)
+    ceil, _ = ev.fused_posteriors([model], [views], lambda q: [(y, torch.zeros(2), torch.arange(2))], 2,
+                                  ceil_mode=True)
+    torch.testing.assert_close(plain, ceil, rtol=0, atol=0)  # multiples of 32: the same
+    batches = lambda q: [(x, torch.zeros(2), torch.arange(2))]  # noqa: E731
+    views = ev.method_views("dense", [37])
+    assert not torch.allclose(ev.fused_posteriors([model], [views], batches, 2)[0],
+                              ev.fused_posteriors([model], [views], batches, 2, ceil_mode=True)[0])

@@ -107,6 +107,9 @@ def _protocol_args(p: argparse.ArgumentParser, several: bool) -> None:
     p.add_argument("--no-flip", action="store_true", help="leave out the horizontally flipped views")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="float32 on the GPU (default: bfloat16 autocast)")
+    p.add_argument("--ceil-pooling", action="store_true",
+                   help="pool as Caffe (the paper's code): sizes rounded up, so a side that is not a "
+                   "multiple of 32 is seen whole in dense views (same result on multiples of 32)")
 
 
 def _checkpoints(args, items: list[str]) -> list[str]:
@@ -139,7 +142,8 @@ def _evaluate_run(args) -> None:
         protocols=args.protocol, scales=args.scales, single_scale=args.single_scale,
         breakdown=args.breakdown,
         flip=False if args.no_flip else None, limit=args.limit, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, amp=not args.no_amp, json=args.json,
+        workers=args.workers, device=args.device, amp=not args.no_amp, ceil_mode=args.ceil_pooling,
+        json=args.json,
         confusion=args.confusion,
         progress=not args.no_progress))
 
@@ -160,7 +164,7 @@ def _predict_run(args) -> None:
         raise ValueError("give image files or folders after the checkpoint")
     run_predict(ckpts, inputs, protocol=args.protocol, scales=args.scales,
                 flip=False if args.no_flip else None, single_scale=args.single_scale, topk=args.topk,
-                device=args.device, amp=not args.no_amp, as_json=args.json)
+                device=args.device, amp=not args.no_amp, ceil_mode=args.ceil_pooling, as_json=args.json)
 
 
 # -- vgg train / vgg finetune (Sec. 3.1) ---------------------------------------------------------------
@@ -172,6 +176,8 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--config", default=None, metavar="TOML",
                    help="a recipe (recipes/*.toml); flags override it; an unknown key is an error")
     p.add_argument("--data", default=S, help="fashion-mnist or a folder with train/ val/ [test/]")
+    p.add_argument("--classes", nargs="+", default=S, metavar="C",
+                   help="train on these classes only (names or indices)")
     if finetune:
         p.add_argument("--pretrained", required=True, metavar="NAME|PATH|URL",
                        help="the net to fine-tune: a known name (vgg16 ...), weight file, run folder or URL")

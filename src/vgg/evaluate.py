@@ -7,7 +7,7 @@ A view is a small pure function of a uint8 batch already rescaled to its test sc
   averaged (``model(x)`` does that, Sec. 3.2);
 - ``centre``: one centre crop of the crop size (what the libraries report, at Q = 256/224 x crop);
 - ``grid``: one of the 5x5 crops of the crop size on a regular grid whose outer crops touch the
-  image's corners (Sec. 4.2, "multi-crop": 5x5 crops x 2 flips = 50 per scale);
+  image's corners (Sec. 3.2: "50 crops per scale (5 x 5 regular grid with 2 flips)");
 - each of them optionally horizontally flipped.
 
 Posteriors are averaged with weights: within one method every view counts the same; dense+multi-crop
@@ -22,17 +22,18 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .models import VGG
 
 PROTOCOLS = ("centre", "dense", "multi-crop", "dense+multi-crop")
-GRID = 5  # Sec. 4.2: "a regular 5 x 5 grid" of crops per scale
+GRID = 5  # Sec. 3.2: a 5 x 5 regular grid of crops per scale, each with its flip
 LIBRARY_RATIO = 256 / 224  # torchvision & co: resize to 256, centre crop 224
 SCALE_STEP = 32 / 224  # Sec. 4.2: Q in {S - 32, S, S + 32} at crop 224, proportionate elsewhere
 
@@ -227,6 +228,24 @@ def match_channels(images: Tensor, channels: int) -> Tensor:
     raise ValueError(f"the net expects {channels}-channel images, got {c} channels")
 
 
+@contextmanager
+def caffe_pooling(model: nn.Module):
+    """Max-pooling that rounds its output size up, as Caffe's (which ran the paper's dense
+    evaluation, Sec. 3.2) does, instead of PyTorch's rounding down. A side that is not a multiple of
+    32 (37, 55, 73 at crop 32) is then seen whole, its last pixels in their own pooling window,
+    rather than cut to its top-left multiple of 32. On multiples of 32 (every crop, and each of the
+    paper's ImageNet test scales 224 ... 512) both give the same output."""
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    before = [p.ceil_mode for p in pools]
+    for p in pools:
+        p.ceil_mode = True
+    try:
+        yield model
+    finally:
+        for p, mode in zip(pools, before):
+            p.ceil_mode = mode
+
+
 def posterior(model: VGG, images: Tensor) -> Tensor:
     """Soft-max posterior (N, K) of a uint8 batch: normalise with the net's own preprocessing, take
     the spatially averaged score map (a crop's map is 1x1), soft-max in float32."""
@@ -315,11 +334,12 @@ class ScalePosteriors:
 
 def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                         batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                        amp: bool = True, progress: Callable[[int], None] | None = None
-                        ) -> ScalePosteriors:
+                        amp: bool = True, ceil_mode: bool = False,
+                        progress: Callable[[int], None] | None = None) -> ScalePosteriors:
     """Run every net's views over a data set: ``batches(Q)`` yields (uint8 images rescaled to Q,
     labels, dataset indices), and each scale's pass over the data serves every net and view at Q.
-    ``amp``: on a GPU the nets run under bfloat16 autocast (soft-max and averages stay float32)."""
+    ``amp``: on a GPU the nets run under bfloat16 autocast (soft-max and averages stay float32).
+    ``ceil_mode``: dense views pool as Caffe did (:func:`caffe_pooling`)."""
     if len(models) != len(plans):
         raise ValueError("one view plan per net is needed")
     k = models[0].num_classes
@@ -350,7 +370,7 @@ def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                 views = [v for v in plan if v.scale == q]
                 if views:
                     start = time.perf_counter()
-                    with autocast:
+                    with autocast, (caffe_pooling(model) if ceil_mode else nullcontext()):
                         p = view_posteriors(model, images, views, max_batch) / weight[(i, q)]
                     probs[(i, q)].index_add_(0, index, p.float())
                     sync()
@@ -363,12 +383,12 @@ def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
 
 def fused_posteriors(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                      batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                     amp: bool = True, progress: Callable[[int], None] | None = None
-                     ) -> tuple[Tensor, Tensor]:
+                     amp: bool = True, ceil_mode: bool = False,
+                     progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
     """The (num_images, K) mean posterior of every net's views over a data set (nets averaged),
     and the mask of images met at every scale; see :func:`posteriors_by_scale`."""
     sp = posteriors_by_scale(models, plans, batches, num_images, max_batch=max_batch, amp=amp,
-                             progress=progress)
+                             ceil_mode=ceil_mode, progress=progress)
     return sp.combine(range(len(models))), sp.met
 
 
@@ -507,6 +527,7 @@ class EvalResult:
     classes: list[str]
     split: str = ""
     skipped: list = field(default_factory=list)
+    ceil_mode: bool = False
     probs: Tensor | None = field(default=None, repr=False)  # (images, K) posteriors of the method
     labels: Tensor | None = field(default=None, repr=False)
 
@@ -517,7 +538,8 @@ class EvalResult:
     def summary(self) -> dict:
         m = self.metrics
         return {"protocol": self.protocol, "scales": self.scales, "flip": self.flip,
-                "views_per_image": self.views, "nets": self.nets, "split": self.split,
+                "views_per_image": self.views, "ceil_pooling": self.ceil_mode, "nets": self.nets,
+                "split": self.split,
                 "images": m["images"], "top1_error": m["top1_error"], "top5_error": m["top5_error"],
                 "top1_accuracy": m["top1_accuracy"], "top5_accuracy": m["top5_accuracy"],
                 "seconds": self.seconds, "images_per_second": self.images_per_second,
@@ -533,7 +555,7 @@ def describe_scale(scale: Sequence[int]) -> str:
 def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
                        protocols: Sequence[str] = ("dense",), scales: Sequence[int] | None = None,
                        flip: bool | None = None, single_scale: bool = False, breakdown: bool = False,
-                       batch_size: int = 64, workers: int = 0, amp: bool = True,
+                       batch_size: int = 64, workers: int = 0, amp: bool = True, ceil_mode: bool = False,
                        progress: bool = False) -> list[EvalResult]:
     """Evaluate one net, or the fusion of several, on a data set (from ``data.open_dataset``) under
     each of ``protocols``; see :func:`method_views` for the views and :func:`default_scales` for the
@@ -573,6 +595,7 @@ def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] |
         if bar is not None:
             bar.set_description(c)
         sp[c] = posteriors_by_scale(models, plans[c], batches, len(dataset), max_batch=batch_size, amp=amp,
+                                    ceil_mode=ceil_mode,
                                     progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -600,7 +623,7 @@ def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] |
                                                                        if c2 == c for q in qs})
         return EvalResult(protocol, info, used, any(v.flip for v in views), len(views),
                           metrics(prob[ok], labels[ok], classes), seconds, classes, dataset.split,
-                          list(skipped), prob[ok].cpu(), labels[ok].cpu())
+                          list(skipped), ceil_mode, prob[ok].cpu(), labels[ok].cpu())
 
     rows: list[tuple[str, list[int], bool]] = []
     if breakdown:  # per net: its one-scale rows (Tables 3, 5), then its multi-scale rows (Tables 4, 5)
@@ -684,8 +707,8 @@ def read_image(path: str | Path, channels: int) -> Tensor:
 
 def predict(models: Sequence[VGG], inputs: Sequence[str | Path], *, names: Sequence[str] | None = None,
             protocol: str = "dense", scales: Sequence[int] | None = None, flip: bool | None = None,
-            single_scale: bool = False, topk: int = 5, chunk: int = 64, amp: bool = True
-            ) -> tuple[list[dict], list[tuple[str, str]]]:
+            single_scale: bool = False, topk: int = 5, chunk: int = 64, amp: bool = True,
+            ceil_mode: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
     """Class posteriors of image files (and the images of folders) under a protocol: returns one
     ``{"file", "top": [{"class", "probability"}]}`` per readable image and the (file, reason) of
     every unreadable one, which is skipped."""
@@ -710,7 +733,7 @@ def predict(models: Sequence[VGG], inputs: Sequence[str | Path], *, names: Seque
         if not loaded:
             continue
         batches = batches_by_size([x for _, x in loaded], device)
-        probs, _ = fused_posteriors(models, plans, batches, len(loaded), amp=amp)
+        probs, _ = fused_posteriors(models, plans, batches, len(loaded), amp=amp, ceil_mode=ceil_mode)
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         for (path, _), p, i in zip(loaded, top.values.tolist(), top.indices.tolist()):
             results.append({"file": str(path),
@@ -797,6 +820,7 @@ class EvalConfig:
     workers: int = 0
     device: str | None = None
     amp: bool = True
+    ceil_mode: bool = False
     json: str | None = None
     confusion: str | None = None
     per_class: bool = True
@@ -832,22 +856,23 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
     models = load_nets(config.checkpoints, device)
     results = evaluate_protocols(models, dataset, names=config.checkpoints, protocols=config.protocols,
                                  scales=config.scales, flip=config.flip, single_scale=config.single_scale,
-                                 breakdown=config.breakdown, amp=config.amp,
+                                 breakdown=config.breakdown, amp=config.amp, ceil_mode=config.ceil_mode,
                                  batch_size=config.batch_size, workers=config.workers,
                                  progress=config.progress)
     out(f"{dataset.name} {config.split}: {results[0].metrics['images']} images, "
         f"{len(results[0].classes)} classes, on {device}")
     out(result_table(results))
-    best = results[-1]
+    last = results[-1]  # the per-class table and the confusion matrix are those of the last row
     if config.per_class:
-        out(f"\nper-class accuracy ({best.protocol}):")
-        out(per_class_table(best))
-    confusion = config.confusion or str(Path(config.json).parent / f"confusion_{best.protocol}.png"
-                                        if config.json else f"confusion_{best.protocol}.png")
-    title = f"{' + '.join(Path(c).stem for c in config.checkpoints)}: {best.protocol}, Q={best.scales}"
-    save_confusion_png(best.metrics["confusion"], best.classes, confusion, title)
-    out(f"confusion matrix ({best.protocol}): {confusion}")
-    for path, reason in best.skipped:
+        out(f"\nper-class accuracy ({last.protocol}):")
+        out(per_class_table(last))
+    confusion = config.confusion or str(Path(config.json).parent / f"confusion_{last.protocol}.png"
+                                        if config.json else f"confusion_{last.protocol}.png")
+    title = (f"{' + '.join(Path(c).stem for c in config.checkpoints)}: {last.protocol}, Q={last.scales}, "
+             f"{dataset.name} {config.split}")
+    save_confusion_png(last.metrics["confusion"], last.classes, confusion, title)
+    out(f"confusion matrix ({last.protocol}): {confusion}")
+    for path, reason in last.skipped:
         out(f"skipped {path}: {reason}")
     if config.json:
         summaries = [r.summary() for r in results]
@@ -858,7 +883,8 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
 
 def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: str = "dense",
                 scales: Sequence[int] | None = None, flip: bool | None = None, single_scale: bool = False,
-                topk: int = 5, device: str | None = None, amp: bool = True, as_json: bool = False, out=print,
+                topk: int = 5, device: str | None = None, amp: bool = True, ceil_mode: bool = False,
+                as_json: bool = False, out=print,
                 err=None) -> list[dict]:
     """The ``vgg predict`` command: the top-k classes of each image; unreadable files are reported
     by name (on ``err``) and skipped."""
@@ -867,7 +893,8 @@ def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: 
     err = err or (lambda s: print(s, file=sys.stderr))
     models = load_nets(checkpoints, resolve_device(device))
     results, skipped = predict(models, inputs, names=checkpoints, protocol=protocol, scales=scales,
-                               flip=flip, single_scale=single_scale, topk=topk, amp=amp)
+                               flip=flip, single_scale=single_scale, topk=topk, amp=amp,
+                               ceil_mode=ceil_mode)
     for path, reason in skipped:
         err(f"skipped {path}: {reason}")
     if as_json:
