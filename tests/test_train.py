@@ -341,18 +341,29 @@ def test_rgb_weights_fit_greyscale_data():
 
 # -- fine-tuning -------------------------------------------------------------------------------------
 
-def subset(dataset, keep):
-    """The images of some classes only, relabelled 0..len(keep)-1."""
-    mask = torch.isin(dataset.labels, torch.tensor(keep))
-    labels = torch.searchsorted(torch.tensor(keep), dataset.labels[mask])
-    return data.TensorDataset(dataset.images[mask], labels, [dataset.classes[k] for k in keep],
-                              "fashion-mnist[0-4]", dataset.split)
+def test_select_classes():
+    full = data.open_dataset("fashion-mnist", "val", limit=200)
+    sub = T.select_classes(full, ["Sneaker", 0, "3"])
+    assert sub.classes == ["Sneaker", "T-shirt/top", "Dress"]
+    want = [(i, {7: 0, 0: 1, 3: 2}[int(y)]) for i, y in enumerate(full.labels) if int(y) in (7, 0, 3)]
+    assert sub.labels.tolist() == [y for _, y in want]
+    assert torch.equal(sub.images, full.images[[i for i, _ in want]])
+    with pytest.raises(ValueError, match="'Socks' is not one of"):
+        T.select_classes(full, ["Socks"])
+    with pytest.raises(ValueError, match="classes must be a non-empty list"):
+        T.TrainConfig(classes=[])
+
+
+def test_recipes_are_valid():
+    recipes = sorted(Path(__file__).parent.parent.glob("recipes/*.toml"))
+    assert len(recipes) >= 12
+    for recipe in recipes:
+        T.make_config(recipe)
 
 
 def test_finetune_from_a_class_subset(tmp_path):
     keep = [0, 1, 2, 3, 4]
-    sets = [subset(data.open_dataset("fashion-mnist", s, limit=160), keep) for s in ("train", "val")]
-    pre = T.train(tiny_config(tmp_path, "pre", batch_norm=True, limit=None, epochs=1), datasets=sets)
+    pre = T.train(tiny_config(tmp_path, "pre", batch_norm=True, limit=160, classes=keep, epochs=1))
     source = vgg.load_model(pre.output)
     assert source.classes == [data.FASHION_MNIST_CLASSES[k] for k in keep]
     out = tmp_path / "ft"

@@ -74,6 +74,7 @@ class TrainConfig:
 
     # data
     data: str = "fashion-mnist"
+    classes: list | None = None
     limit: int | None = None
     val_size: int = 5000
     strict: bool = False
@@ -162,6 +163,9 @@ class TrainConfig:
                 p.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.micro_batch is not None and self.micro_batch < 1:
             p.append(f"micro_batch must be at least 1, got {self.micro_batch}")
+        if self.classes is not None and (not isinstance(self.classes, list) or not self.classes or any(
+                isinstance(c, bool) or not isinstance(c, (str, int)) for c in self.classes)):
+            p.append(f"classes must be a non-empty list of class names or indices, got {self.classes!r}")
         if self.limit is not None and self.limit < 1:
             p.append(f"limit must be at least 1, got {self.limit}")
         if self.crop_size < 32 or self.crop_size % 32:
@@ -643,7 +647,34 @@ def open_data(config: TrainConfig):
     kw = dict(limit=config.limit, val_size=config.val_size, seed=config.seed, strict=config.strict)
     train_set = data.open_dataset(config.data, "train", **kw)
     val_set = data.open_dataset(config.data, "val", **kw)
+    if config.classes is not None:
+        return select_classes(train_set, config.classes), select_classes(val_set, config.classes)
     return train_set, val_set
+
+
+def select_classes(dataset, classes: list):
+    """The images of some classes only (names, or indices into the data's class list), relabelled
+    0..K-1 in the order given: e.g. a net pre-trained on half the classes, to fine-tune on all."""
+    names = []
+    for c in classes:
+        if isinstance(c, str) and c in dataset.classes:
+            names.append(c)
+        elif str(c).isdigit() and int(c) < len(dataset.classes):
+            names.append(dataset.classes[int(c)])
+        else:
+            raise ValueError(f"class {c!r} is not one of {dataset.name}'s classes: {dataset.classes}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"classes {classes} name a class twice")
+    keep = torch.tensor([dataset.classes.index(n) for n in names])
+    mask = torch.isin(dataset.labels, keep)
+    remap = torch.full((len(dataset.classes),), -1, dtype=torch.int64)
+    remap[keep] = torch.arange(len(keep))
+    labels = remap[dataset.labels[mask]]
+    if isinstance(dataset, data.TensorDataset):
+        return data.TensorDataset(dataset.images[mask], labels, names, dataset.name, dataset.split)
+    idx = mask.nonzero().flatten().tolist()
+    return data.FolderDataset([dataset.paths[i] for i in idx], labels.tolist(), names, dataset.name,
+                              dataset.split)
 
 
 def train(config: TrainConfig, *, resume: bool = False, datasets=None) -> TrainResult:
@@ -933,6 +964,8 @@ def run_test(config: TrainConfig, out: Path, ctx: distributed.Context, log, step
     except FileNotFoundError as e:
         print(f"no test split to evaluate: {e}")
         return None
+    if config.classes is not None:
+        test_set = select_classes(test_set, config.classes)
     model = load_model(out, device=ctx.device)
     result = evaluate.evaluate([model], test_set, names=[str(out / BEST)], protocol="dense",
                                batch_size=256)
