@@ -62,7 +62,7 @@ def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 
     ours = prepare_for_inference(vgg.create_model(arch, crop_size=size), device)
     ours.load_state_dict(base.state_dict())
     macs = sum(r["macs"] for r in layer_table(base, size))
-    n = 2048 if device == "cpu" else 8192
+    n = 4096 if device == "cpu" else 8192  # a matmul about as long as a model call, under the same load
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     autocast_bf16 = torch.autocast(device, dtype=torch.bfloat16)
 

@@ -133,7 +133,11 @@ class DenseLinear(nn.Linear):
         n, _, h, w = x.shape
         if h == self.kernel_size and w == self.kernel_size:
             # torchvision flattens (C, H, W) in this order, which is also the kernel's layout.
-            return F.linear(x.flatten(1), self.weight, self.bias).view(n, -1, 1, 1)
+            flat = x.flatten(1)
+            packed = self.__dict__.get("packed")
+            if packed is not None and packed.usable(flat):
+                return packed(flat).view(n, -1, 1, 1)
+            return F.linear(flat, self.weight, self.bias).view(n, -1, 1, 1)
         return F.conv2d(x, self.conv_weight(), self.bias)
 
     def extra_repr(self) -> str:
@@ -435,11 +439,19 @@ def count_params(model: nn.Module) -> int:
 
 
 
+def max_pool_2x2(x: Tensor) -> Tensor:
+    """2x2 max-pooling with stride 2 as three elementwise maxima of strided views: the same values
+    as ``F.max_pool2d`` without writing the int64 index map it keeps for a backward pass."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    top = torch.maximum(x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2])
+    return torch.maximum(top, torch.maximum(x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2]), out=top)
+
+
 class FusedFeatures:
     """Inference-only CPU runner of a feature stack: every conv (with the BatchNorm after it folded in)
     and its ReLU run as one oneDNN primitive, the ReLU a post-op (no extra pass over the activations),
-    the weight reordered once into oneDNN's blocked layout instead of on every call. The arithmetic is
-    the convolution's own (bitwise equal to the module path without BatchNorm, in the tests).
+    the weight reordered once into oneDNN's blocked layout instead of on every call; max-pooling
+    without an index map (:func:`max_pool_2x2`). The arithmetic is the convolution's own.
 
     The packed weights are rebuilt when a weight changes (``load_state_dict``, an optimizer step), so
     the runner never computes with stale weights. ``usable(x)`` says when it applies: float32 on the
@@ -480,7 +492,9 @@ class FusedFeatures:
         while i < len(layers):
             m = layers[i]
             if not isinstance(m, nn.Conv2d):
-                plan.append(m)
+                plain_pool = isinstance(m, nn.MaxPool2d) and m.kernel_size in (2, (2, 2)) and \
+                    m.stride in (2, (2, 2)) and m.padding in (0, (0, 0)) and not m.ceil_mode
+                plan.append(max_pool_2x2 if plain_pool else m)
                 i += 1
                 continue
             w, b = m.weight.detach().float(), m.bias.detach().float()
@@ -516,16 +530,62 @@ class FusedFeatures:
         return x
 
 
+class PackedLinear:
+    """Inference-only CPU matmul of a :class:`DenseLinear` with its weight reordered once into
+    oneDNN's blocked layout: at small batches fc6 (a 25088 x 4096 matrix) ran about 4x faster than
+    ``F.linear`` (BENCHMARKS.md). Costs one more copy of the weight in memory (411 MB for VGG16's
+    fc6); rebuilt when the weight changes. ``usable`` as :class:`FusedFeatures`."""
+
+    def __init__(self, layer: DenseLinear):
+        self.layer = layer
+        self._key: tuple | None = None
+        self._packed: Tensor | None = None
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return PackedLinear(copy.deepcopy(self.layer, memo))
+
+    def __getstate__(self):
+        return {"layer": self.layer, "_key": None, "_packed": None}
+
+    @staticmethod
+    def available() -> bool:
+        ops = torch.ops.mkldnn
+        return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and \
+            hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+
+    def usable(self, x: Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype == torch.float32
+                and self.layer.weight.dtype == torch.float32 and not torch.is_grad_enabled()
+                and not self.layer.training
+                and not torch.is_autocast_enabled("cpu") and self.available())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        w, b = self.layer.weight, self.layer.bias
+        key = tuple((id(t), -1 if t.is_inference() else t._version, t.data_ptr()) for t in (w, b))
+        if key != self._key:
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), x.shape[0])
+            self._key = key
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self._packed, b.detach(), "none", [], "")
+
+
 def prepare_for_inference(model: VGG, device: str | torch.device = "cpu") -> VGG:
     """The model as every inference path runs it: eval mode, on ``device``, channels_last, and on
     the CPU the fused feature runner (:class:`FusedFeatures`).
 
     channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions: VGG16 at 224,
-    batch 8, ran about 1.3x faster than NCHW on a 2-core CPU, and the fused conv+ReLU with prepacked
-    weights about 1.1x more (BENCHMARKS.md). The input needs no conversion: a channels_last weight
+    batch 8, ran about 1.3x faster than NCHW on a 2-core CPU, the fused conv+ReLU with prepacked
+    weights about 1.1x more, and the prepacked FC layers (:class:`PackedLinear`) a few percent more
+    (BENCHMARKS.md). The input needs no conversion: a channels_last weight
     makes the convolution produce channels_last output.
     """
     model = model.eval().to(device, memory_format=torch.channels_last)
-    if torch.device(device).type == "cpu" and FusedFeatures.available():
-        model.fused_features = FusedFeatures(model.features)
+    if torch.device(device).type == "cpu":
+        if FusedFeatures.available():
+            model.fused_features = FusedFeatures(model.features)
+        if PackedLinear.available():
+            for layer in model.classifier:
+                if isinstance(layer, DenseLinear):
+                    layer.packed = PackedLinear(layer)
     return model
