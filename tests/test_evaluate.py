@@ -289,7 +289,8 @@ def test_evaluate_on_a_data_set_matches_an_independent_computation(checkpoints):
     assert r.metrics["images"] == 40 and r.metrics["top1_accuracy"] == pytest.approx(top1)
     top5 = (probs.topk(5, 1).indices == ds.labels[:, None]).any(1).double().mean().item() * 100
     assert r.metrics["top5_error"] == pytest.approx(100 - top5)
-    results = ev.evaluate_protocols([model], ds, protocols=["dense", "multi-crop", "dense+multi-crop"],
+    few = open_dataset("fashion-mnist", "test", limit=4)
+    results = ev.evaluate_protocols([model], few, protocols=["dense", "multi-crop", "dense+multi-crop"],
                                     batch_size=16)
     assert [r.views for r in results] == [6, 150, 156]  # 3 scales x (1 or 25 crops + 2 flips)
     assert results[0].scales == [32, 37, 42]
