@@ -4,8 +4,9 @@ function on top of the stack, which includes the torch ops it called). Needs py-
 
     .venv/bin/python benchmarks/hotspots.py [--top 15] [--rate 50] [--no-fused] -- train --limit 2000 ...
 
-``--no-fused`` runs the command with the fused CPU inference runner switched off (the path before
-``vgg.models.FusedFeatures``), for before/after comparisons.
+``--no-fused`` runs the command with the fused CPU inference path switched off (the path before
+``vgg.models.FusedFeatures`` and ``PackedLinear``), for before/after comparisons;
+``--fast-validation`` patches vgg.train in the profiled process so that its validation passes take it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-DISABLE_FUSED = "import vgg.models as m; m.FusedFeatures.available = staticmethod(lambda: False); "
+DISABLE_FUSED = ("import vgg.models as m; m.FusedFeatures.available = staticmethod(lambda: False); "
+                 "m.PackedLinear.available = staticmethod(lambda: False); ")
+# A local patch of vgg.train (not applied in the package): validation passes on the CPU take the
+# fused inference path (vgg.models.attach_cpu_inference), as the diff in BENCHMARKS.md proposes.
+PATCH_TRAIN = ("import vgg.train as t, vgg.models as m; _validate = t.validate; "
+               "t.validate = lambda model, *a, **k: _validate(model if 'fused_features' in model.__dict__ or "
+               "model.features[0].weight.device.type != 'cpu' else m.attach_cpu_inference(model), *a, **k); ")
 
 
 def py_spy() -> str:
@@ -58,6 +65,8 @@ def main() -> None:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--rate", type=int, default=50, help="samples per second")
     p.add_argument("--no-fused", action="store_true", help="switch off the fused CPU inference runner")
+    p.add_argument("--fast-validation", action="store_true",
+                   help="patch vgg.train in the profiled process: validation takes the fused CPU path")
     p.add_argument("--raw", help="also keep py-spy's raw stacks here")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the vgg command and its arguments")
     args = p.parse_args()
@@ -65,13 +74,15 @@ def main() -> None:
     if not command:
         p.error("give the vgg command to profile after --")
     code = ("import sys; " + (DISABLE_FUSED if args.no_fused else "")
+            + (PATCH_TRAIN if args.fast_validation else "")
             + "from vgg.cli import main; sys.exit(main(sys.argv[1:]))")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.raw or Path(tmp) / "stacks.txt")
         subprocess.run([py_spy(), "record", "-r", str(args.rate), "-f", "raw", "-o", str(out), "--",
                         sys.executable, "-c", code, *command], check=True)
         total, inclusive, own = aggregate(out.read_text())
-    print(f"\n`vgg {' '.join(command)}`{' (fused runner off)' if args.no_fused else ''}: {total} samples "
+    note = " (fused runner off)" if args.no_fused else " (validation patched)" if args.fast_validation else ""
+    print(f"\n`vgg {' '.join(command)}`{note}: {total} samples "
           f"at {args.rate}/s")
     for title, counter in (("inclusive", inclusive), ("self", own)):
         print(f"\n| {title} % | function |\n|---:|---|")

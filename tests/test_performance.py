@@ -8,7 +8,7 @@ from torch import nn
 
 import vgg
 from vgg.cli import COMMANDS, build_parser
-from vgg.models import FusedFeatures, PackedLinear, max_pool_2x2, prepare_for_inference
+from vgg.models import FusedFeatures, PackedLinear, prepare_for_inference
 
 pytestmark = pytest.mark.skipif(not FusedFeatures.available(), reason="needs torch's oneDNN CPU ops")
 
@@ -99,10 +99,3 @@ def test_packed_head_matches_linear_and_follows_changes():
             f = torch.randn(n, base.classifier[0].in_channels, 1, 1)
             torch.testing.assert_close(fast.forward_head(f), base.forward_head(f), rtol=1e-5, atol=1e-6)
     assert not fast.classifier[0].packed.usable(feats.flatten(1))  # autograd on: plain F.linear
-
-
-@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 7, 9), (1, 4, 2, 3)])
-def test_max_pool_2x2_is_max_pool2d(shape):
-    x = torch.randn(*shape)
-    for y in (x, x.contiguous(memory_format=torch.channels_last)):
-        assert torch.equal(max_pool_2x2(y), torch.nn.functional.max_pool2d(y, 2, 2))
