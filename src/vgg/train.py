@@ -696,7 +696,8 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
                          "processes; the global batch is split evenly across them")
     per_rank = config.batch_size // ctx.world_size
     micro = min(config.micro_batch or per_rank, per_rank)
-    if not resume and ctx.main and (out / STATE).is_file():
+    # Every process checks (not only rank 0), so that no process is left waiting for one that failed.
+    if not resume and (out / STATE).is_file():
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another "
                          "--output")
     seed_everything(config.seed, config.deterministic)
