@@ -316,7 +316,7 @@ def test_cli_evaluate_end_to_end(checkpoints, tmp_path, monkeypatch, capsys):
     assert summary["protocol"] == "dense+multi-crop" and summary["images"] == 24
     assert summary["scales"] == [32, 37, 42, 55, 73]
     assert summary["top1_error"] + summary["top1_accuracy"] == pytest.approx(100)
-    assert (tmp_path / "out" / "confusion_dense+multi-crop.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / "confusion_test_dense+multi-crop.png").read_bytes()[:4] == b"\x89PNG"
     # several protocols: one row each, a JSON list
     assert main(["evaluate", ckpts[0], "--split", "test", "--limit", "8", "--protocol", "centre",
                  "dense", "--scales", "32", "40", "--no-flip", "--json", "two.json",
@@ -324,6 +324,12 @@ def test_cli_evaluate_end_to_end(checkpoints, tmp_path, monkeypatch, capsys):
     rows = json.loads((tmp_path / "two.json").read_text())
     assert [r["protocol"] for r in rows] == ["centre", "dense"] and rows[1]["flip"] is False
     assert (tmp_path / "c.png").is_file()
+    # a run folder stands for its best checkpoint and, without --json, gets the confusion matrix
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.safetensors").write_bytes(Path(ckpts[0]).read_bytes())
+    assert main(["evaluate", str(tmp_path / "run"), "--limit", "4", "--protocol", "centre",
+                 "--no-progress"]) == 0
+    assert (tmp_path / "run" / "confusion_val_centre.png").is_file()
 
 
 def test_cli_evaluate_errors(checkpoints, tmp_path, capsys):

@@ -846,6 +846,15 @@ class EvalConfig:
             raise ValueError("; ".join(problems))
 
 
+def default_confusion_path(config: EvalConfig, protocol: str) -> str:
+    """confusion_SPLIT_PROTOCOL.png beside the JSON, else in the first checkpoint's run folder, else
+    in the current folder."""
+    name = f"confusion_{config.split}_{protocol}.png"
+    first = Path(config.checkpoints[0])
+    folder = Path(config.json).parent if config.json else first if first.is_dir() else Path(".")
+    return str(folder / name)
+
+
 def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
     """The ``vgg evaluate`` command: evaluate, print the paper-style table and per-class accuracy,
     write the confusion matrix PNG and (``json``) every number."""
@@ -866,8 +875,7 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
     if config.per_class:
         out(f"\nper-class accuracy ({last.protocol}):")
         out(per_class_table(last))
-    confusion = config.confusion or str(Path(config.json).parent / f"confusion_{last.protocol}.png"
-                                        if config.json else f"confusion_{last.protocol}.png")
+    confusion = config.confusion or default_confusion_path(config, last.protocol)
     title = (f"{' + '.join(Path(c).stem for c in config.checkpoints)}: {last.protocol}, Q={last.scales}, "
              f"{dataset.name} {config.split}")
     save_confusion_png(last.metrics["confusion"], last.classes, confusion, title)
