@@ -388,3 +388,31 @@ def test_finetune_from_a_class_subset(tmp_path):
     lrs = {g["name"]: g["lr"] for g in groups}
     assert lrs == {"features": pytest.approx(1e-4), "fc": pytest.approx(1e-4), "head": pytest.approx(1e-3)}
     assert [e["epoch"] for e in epochs_of(out)] == [1, 2]
+
+
+def test_unreadable_files_are_skipped_and_counted_at_the_end(tmp_path, capsys):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / "data" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(4):
+                pixels = torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (tmp_path / "data" / "val" / "b" / "empty.png").write_bytes(b"")
+    config = tiny_config(tmp_path, data=str(tmp_path / "data"), limit=None, batch_size=4)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        T.train(config)
+    out = capsys.readouterr().out
+    assert "skipped 2 unreadable file(s)" in out and "broken.jpg" in out and "empty.png" in out
+    event = [r for r in records(tmp_path / "run") if r.get("event") == "skipped_files"]
+    assert event and event[0]["count"] == 2
+
+
+def test_val_split_does_not_depend_on_the_training_seed(tmp_path):
+    a = T.open_data(tiny_config(tmp_path, data="fashion-mnist", limit=None, seed=1))[1]
+    b = T.open_data(tiny_config(tmp_path, data="fashion-mnist", limit=None, seed=2))[1]
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.images[:50], b.images[:50])

@@ -552,7 +552,8 @@ def validate(model: VGG, dataset, *, scale: int, batch_size: int, ctx: distribut
                              torch.tensor(float(len(labels)), dtype=torch.float64, device=ctx.device)])
     distributed.all_reduce_sum(sums)
     loss, correct, n = sums.tolist()
-    return {"loss": loss / max(n, 1), "accuracy": 100.0 * correct / max(n, 1), "images": int(n)}
+    return {"loss": loss / max(n, 1), "accuracy": 100.0 * correct / max(n, 1), "images": int(n),
+            "skipped": batches.skipped}
 
 
 # -- plots and logs ----------------------------------------------------------------------------------
@@ -645,7 +646,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def open_data(config: TrainConfig):
-    kw = dict(limit=config.limit, val_size=config.val_size, seed=config.seed, strict=config.strict)
+    # The held-out val split is fixed (seed 0), not the run's seed: nets trained with different seeds
+    # must share it, or their val numbers and fusions would see each other's training images.
+    kw = dict(limit=config.limit, val_size=config.val_size, seed=0, strict=config.strict)
     train_set = data.open_dataset(config.data, "train", **kw)
     val_set = data.open_dataset(config.data, "val", **kw)
     if config.classes is not None:
@@ -740,6 +743,7 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
                            lighting_std=config.lighting_std)
     val_scale = config.resolved_val_scale()
     epoch, step, global_step, history = 0, 0, 0, []
+    skipped: dict[str, str] = {}  # undecodable files met by this process: path -> reason
     best = {"accuracy": -1.0, "epoch": -1}
     sums = [0.0, 0.0, 0]  # this epoch's loss sum, correct, images (all processes)
     seconds = 0.0
@@ -842,9 +846,11 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
                 last_save = time.monotonic()
         if bar is not None:
             bar.close()
+        skipped.update(batches.skipped)
         train_seconds = time.monotonic() - t0
         val = validate(model, val_set, scale=val_scale, batch_size=max(per_rank, 64), ctx=ctx, amp=amp,
                        channels_last=channels_last, workers=config.workers)
+        skipped.update(val.pop("skipped"))
         dropped = plateau.step(val["accuracy"])
         seconds += time.monotonic() - start_time
         start_time = time.monotonic()
@@ -874,6 +880,12 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
     result = TrainResult(out, best["accuracy"], best["epoch"], epoch, seconds, history)
     if config.test:
         result.test = run_test(config, out, ctx, log, global_step)
+    if log is not None and skipped:
+        log.write({"event": "skipped_files", "count": len(skipped),
+                   "files": [{"path": p, "reason": r} for p, r in sorted(skipped.items())]})
+        shown = "; ".join(f"{p} ({r})" for p, r in sorted(skipped.items())[:5])
+        print(f"skipped {len(skipped)} unreadable file(s) (this process): {shown}"
+              f"{' ...' if len(skipped) > 5 else ''}", flush=True)
     if log is not None:
         log.close()
         if history:
