@@ -26,15 +26,18 @@ from vgg.models import layer_table, prepare_for_inference
 
 
 def eager_reference(model: vgg.VGG) -> nn.Sequential:
-    """The same layers as a plain NCHW nn.Sequential with the torchvision head (flatten + Linear)."""
+    """The same layers and weights as a plain NCHW nn.Sequential with torchvision's head (flatten +
+    Linear), in eval mode; the training benchmark's reference loop uses it too."""
     linears = []
     for i in (0, 3, 6):
         fc = model.classifier[i]
         linear = nn.Linear(fc.in_features, fc.out_features)
         linear.load_state_dict(fc.state_dict())
         linears.append(linear)
-    return nn.Sequential(*copy.deepcopy(model.features), nn.Flatten(), linears[0], nn.ReLU(),
-                         nn.Dropout(), linears[1], nn.ReLU(), nn.Dropout(), linears[2]).eval()
+    net = nn.Sequential(*copy.deepcopy(model.features), nn.Flatten(), linears[0], nn.ReLU(inplace=True),
+                        nn.Dropout(model.dropout), linears[1], nn.ReLU(inplace=True),
+                        nn.Dropout(model.dropout), linears[2])
+    return net.to(memory_format=torch.contiguous_format).eval()
 
 
 def onnx_session(model: vgg.VGG, tmp: Path):

@@ -17,7 +17,6 @@ reference loop written here, and end-to-end training from real data against synt
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import interleaved, machine, median, print_table, ratio, write_json
+from inference import eager_reference
 from vgg import data
 from vgg import train as vtrain
 from vgg.models import Normalization, layer_table
@@ -34,16 +34,7 @@ from vgg.models import Normalization, layer_table
 
 def reference_net(model) -> nn.Sequential:
     """The same layers and weights as a plain NCHW nn.Sequential with torchvision's head."""
-    linears = []
-    for i in (0, 3, 6):
-        fc = model.classifier[i]
-        linear = nn.Linear(fc.in_features, fc.out_features)
-        linear.load_state_dict(fc.state_dict())
-        linears.append(linear)
-    net = nn.Sequential(*copy.deepcopy(model.features), nn.Flatten(), linears[0], nn.ReLU(inplace=True),
-                        nn.Dropout(model.dropout), linears[1], nn.ReLU(inplace=True),
-                        nn.Dropout(model.dropout), linears[2])
-    return net.to(memory_format=torch.contiguous_format).train()
+    return eager_reference(model).train()
 
 
 def pixels(batch: int, channels: int, crop: int, device) -> torch.Tensor:
