@@ -687,9 +687,15 @@ def train(config: TrainConfig, *, resume: bool = False, datasets=None) -> TrainR
     replaces ``config.data`` (e.g. a subset built in Python)."""
     ctx = distributed.setup(config.device)
     try:
-        return _train(config, ctx, resume, datasets)
-    finally:
+        result = _train(config, ctx, resume, datasets)
+    except BaseException:
         distributed.cleanup()
+        raise
+    # Every process finishes together before the group goes: a gloo group torn down while another
+    # process still talks to it can abort that process ("terminate called without an active exception").
+    distributed.barrier()
+    distributed.cleanup()
+    return result
 
 
 def _train(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets) -> TrainResult:
