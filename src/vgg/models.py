@@ -438,6 +438,13 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def tensors_key(tensors) -> tuple:
+    """What identifies the current values of some tensors, so that packed copies know when to rebuild:
+    each tensor's identity, storage and in-place version. Inference tensors (made under
+    inference_mode) keep no version counter; their storage is still watched, and they cannot be
+    changed in place outside inference_mode."""
+    return tuple((id(t), -1 if t.is_inference() else t._version, t.data_ptr()) for t in tensors)
+
 
 class FusedFeatures:
     """Inference-only CPU runner of a feature stack: every conv (with the BatchNorm after it folded in)
@@ -475,10 +482,7 @@ class FusedFeatures:
                 and not torch.is_autocast_enabled("cpu") and self.available())
 
     def _state_key(self) -> tuple:
-        # Inference tensors (made under inference_mode) keep no version counter; their storage is
-        # still watched, and they cannot be changed in place outside inference_mode.
-        return tuple((id(t), -1 if t.is_inference() else t._version, t.data_ptr()) for m in self.features
-                     for t in (list(m.parameters()) + list(m.buffers())))
+        return tensors_key(t for m in self.features for t in (*m.parameters(), *m.buffers()))
 
     def _pack(self, images: Tensor) -> None:
         layers, plan, i = list(self.features), [], 0
@@ -554,7 +558,7 @@ class PackedLinear:
 
     def __call__(self, x: Tensor) -> Tensor:
         w, b = self.layer.weight, self.layer.bias
-        key = tuple((id(t), -1 if t.is_inference() else t._version, t.data_ptr()) for t in (w, b))
+        key = tensors_key((w, b))
         if key != self._key:
             self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), x.shape[0])
             self._key = key
