@@ -1,6 +1,7 @@
 """Training: config, recipe pieces, exact resume after SIGKILL, DDP == one process, accumulation,
 non-finite loss, initialisation from A / a checkpoint / pretrained weights, fine-tuning."""
 
+import importlib.util
 import json
 import math
 import os
@@ -57,6 +58,14 @@ def records(folder):
 
 def epochs_of(folder):
     return [r for r in records(folder) if "event" not in r]
+
+
+def tensorboard_scalars(folder):
+    """{tag: [(epoch, value)]} as TensorBoard itself reads the run (orphaned points purged)."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(Path(folder) / "tensorboard"))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 # -- config ------------------------------------------------------------------------------------------
@@ -151,6 +160,27 @@ def test_run_folder_contents_and_load_model(tmp_path):
         T.train(tiny_config(tmp_path))
 
 
+def test_tensorboard_shows_the_log(tmp_path):
+    r = T.train(tiny_config(tmp_path, epochs=2))
+    scalars = tensorboard_scalars(r.output)
+    for key in ("train_loss", "val_accuracy", "lr"):
+        assert scalars[key] == [(e["epoch"], pytest.approx(e[key], rel=1e-6)) for e in epochs_of(r.output)]
+
+
+def test_resumed_log_drops_what_came_after_the_checkpoint(tmp_path):
+    log = T.RunLog(tmp_path, keep_until_step=None)
+    for epoch in (1, 2, 3):
+        log.write({"epoch": epoch, "step": 10 * epoch, "val_accuracy": float(epoch)})
+    log.close()
+    log = T.RunLog(tmp_path, keep_until_step=15)  # killed during epoch 2, after epoch 3 was logged
+    for epoch in (2, 3):
+        log.write({"epoch": epoch, "step": 10 * epoch, "val_accuracy": 10.0 * epoch})
+    log.close()
+    assert [(r["epoch"], r["val_accuracy"]) for r in records(tmp_path)] == [(1, 1.0), (2, 20.0), (3, 30.0)]
+    if importlib.util.find_spec("tensorboard"):
+        assert tensorboard_scalars(tmp_path)["val_accuracy"] == [(1, 1.0), (2, 20.0), (3, 30.0)]
+
+
 def test_accumulation_equals_one_big_batch(tmp_path):
     # Without BN and dropout, 8 images in one step and 4 + 4 accumulated give the same gradient.
     kw = dict(dropout=0.0, limit=64, batch_size=8, epochs=1, lr=0.05)
@@ -232,6 +262,10 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
     keys = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
     assert [[e[k] for k in keys] for e in epochs_of(ref)] == [[e[k] for k in keys] for e in epochs_of(killed)]
     assert any(e.get("event") == "resume" for e in records(killed))
+    # So does TensorBoard's view of it: the points written after the checkpoint are purged.
+    if (killed / "tensorboard").is_dir():
+        a, b = tensorboard_scalars(ref), tensorboard_scalars(killed)
+        assert [a[k] for k in keys[2:]] == [b[k] for k in keys[2:]]
 
 
 def test_resume_refuses_to_change_the_recipe(tmp_path):

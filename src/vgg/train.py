@@ -592,18 +592,21 @@ class RunLog:
 
     def __init__(self, folder: Path, keep_until_step: int | None):
         self.path = folder / LOG_FILE
+        next_epoch = None
         if keep_until_step is not None and self.path.is_file():
             # A resumed run continues the log of its checkpoint: later lines are replayed anyway.
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
             atomic_write(self.path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+            next_epoch = 1 + max((json.loads(line).get("epoch", 0) for line in kept), default=0)
         elif keep_until_step is None:
             self.path.unlink(missing_ok=True)
         self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(folder / "tensorboard"))
+            # purge_step hides the points a killed run wrote after its checkpoint, as the log does.
+            self.tb = SummaryWriter(str(folder / "tensorboard"), purge_step=next_epoch)
         except ImportError:
             pass
 
