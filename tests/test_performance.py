@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import vgg
+from vgg import models
 from vgg.cli import COMMANDS, build_parser
-from vgg.models import FusedFeatures, PackedLinear, prepare_for_inference
+from vgg.models import FusedFeatures, PackedLinear, Winograd3x3, prepare_for_inference
 
 pytestmark = pytest.mark.skipif(not FusedFeatures.available(), reason="needs torch's oneDNN CPU ops")
 
@@ -25,11 +26,19 @@ def tiny(arch: str, crop: int = 32, seed: int = 0) -> vgg.VGG:
     return model.eval()
 
 
+@pytest.mark.parametrize("winograd", [False, True])
 @pytest.mark.parametrize("arch,crop", [("vgg16", 32), ("vgg16_bn", 32), ("vgg11_lrn", 64), ("vgg16_c", 32)])
-def test_fused_runner_matches_the_modules(arch, crop):
+def test_fused_runner_matches_the_modules(arch, crop, winograd, monkeypatch):
+    # The tiny nets have at most 128 channels: lower the Winograd threshold to run it in every 3x3 conv.
+    monkeypatch.setattr(models, "WINOGRAD_MIN_CHANNELS", 1 if winograd else 10**6)
     base = tiny(arch, crop)
     fast = prepare_for_inference(copy.deepcopy(base))
     assert isinstance(fast.__dict__.get("fused_features"), FusedFeatures)
+    with torch.inference_mode():
+        fast(torch.randn(1, 3, crop, crop))
+    n_winograd = sum(isinstance(step, Winograd3x3) for step in fast.fused_features._plan)
+    n_3x3 = sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in base.features)
+    assert n_winograd == (n_3x3 if winograd else 0)
     for shape in [(1, 3, crop, crop), (3, 3, crop + 32, crop + 64), (2, 3, crop, crop)]:
         x = 50 * torch.randn(*shape)
         with torch.inference_mode():
@@ -39,6 +48,29 @@ def test_fused_runner_matches_the_modules(arch, crop):
         tol = dict(rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out, ref, **tol)
         torch.testing.assert_close(out_map, ref_map, **tol)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8, 8), (1, 5, 7, 9), (3, 5, 1, 2), (1, 5, 13, 4)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_equals_the_direct_convolution(shape, relu):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(shape[1], 6, 3, padding=1)
+    x = torch.randn(*shape)
+    ref = conv(x).relu() if relu else conv(x)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        winograd = Winograd3x3(conv.weight.detach(), conv.bias.detach(), relu, rows_hint=16)
+        out = winograd(x.contiguous(memory_format=layout))
+        assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_winograd_takes_only_plain_3x3_convolutions():
+    assert Winograd3x3.applies(nn.Conv2d(512, 512, 3, padding=1))
+    assert not Winograd3x3.applies(nn.Conv2d(64, 64, 3, padding=1))  # too few channels to pay
+    for conv in (nn.Conv2d(512, 512, 3, padding=1, stride=2), nn.Conv2d(512, 512, 1),
+                 nn.Conv2d(512, 512, 3, padding=2, dilation=2), nn.Conv2d(512, 512, 3, padding=1, groups=2),
+                 nn.Conv2d(512, 512, 3, padding=1, padding_mode="reflect")):
+        assert not Winograd3x3.applies(conv)
 
 
 def test_fused_runner_follows_weight_changes_and_copies():
