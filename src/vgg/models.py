@@ -450,10 +450,13 @@ def tensors_key(tensors) -> tuple:
 # output tile from a 4x4 input tile in 16 multiplications per channel pair instead of 36. G maps a 3x3
 # kernel to the 4x4 Winograd domain; B^T (rows +-1, 0) and A^T are applied as additions below.
 WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-# A 3x3 conv goes through Winograd from this many input channels up: measured on a 2-core AVX-512 CPU
-# (batch 8, VGG16's shapes), 1.15x the direct oneDNN conv at 256 channels on 56x56, 1.5-1.8x at 512
-# channels; below 256 channels the transforms cost more than the saved multiplications.
+# When a 3x3 conv runs as Winograd: from 256 input channels, and when the call is big enough that the
+# 16 matrix products outweigh their fixed cost (about 1.5 ms on one core). Measured on a 2-core AVX-512
+# CPU, one thread: 1.2-1.3x the direct oneDNN conv at 256 channels on 14-56 px maps (batch 8), 1.3-2.5x
+# at 512 channels; 0.9x at batch 8 on 256 x 7 x 7 or 512 x 4 x 4 (~250M multiply-adds), and far slower
+# on 1-2 px maps; below 256 channels the transforms cost more than the saved multiplications.
 WINOGRAD_MIN_CHANNELS = 256
+WINOGRAD_MIN_MACS = 400_000_000
 
 
 class Winograd3x3:
@@ -554,12 +557,10 @@ class FusedFeatures:
 
     def _pack(self, images: Tensor) -> None:
         layers, plan, i = list(self.features), [], 0
-        rows = images.shape[0] * images.shape[-2] * images.shape[-1]  # pixels per call at this depth
         while i < len(layers):
             m = layers[i]
             if not isinstance(m, nn.Conv2d):
                 plan.append(m)
-                rows //= 4 if isinstance(m, nn.MaxPool2d) else 1
                 i += 1
                 continue
             w, b = m.weight.detach().float(), m.bias.detach().float()
@@ -572,14 +573,7 @@ class FusedFeatures:
                 j += 1
             relu = j < len(layers) and isinstance(layers[j], nn.ReLU)
             i = j + 1 if relu else j
-            if Winograd3x3.applies(m):
-                plan.append(Winograd3x3(w, b, relu, rows // 4))
-                continue
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                w.contiguous().to_mkldnn(), list(m.padding), list(m.stride), list(m.dilation), m.groups,
-                [images.shape[0], m.in_channels, *images.shape[-2:]])
-            plan.append((packed, b.contiguous(), list(m.padding), list(m.stride), list(m.dilation),
-                         m.groups, "relu" if relu else "none"))
+            plan.append(FusedConv(m, w, b, relu, (images.shape[0], m.in_channels, *images.shape[-2:])))
         self._plan = plan
 
     def __call__(self, images: Tensor) -> Tensor:
@@ -589,13 +583,31 @@ class FusedFeatures:
             self._key = key
         x = images
         for step in self._plan:
-            if isinstance(step, tuple):
-                w, b, padding, stride, dilation, groups, attr = step
-                x = torch.ops.mkldnn._convolution_pointwise(x, w, b, padding, stride, dilation, groups,
-                                                            attr, [], "")
-            else:
-                x = step(x)
+            x = step(x)
         return x
+
+
+class FusedConv:
+    """One conv (BatchNorm folded in) and its ReLU as one oneDNN primitive with a prepacked weight;
+    a 3x3 conv of :data:`WINOGRAD_MIN_CHANNELS` or more input channels also gets a :class:`Winograd3x3`
+    runner, taken for the calls of at least :data:`WINOGRAD_MIN_MACS` multiply-adds."""
+
+    def __init__(self, conv: nn.Conv2d, weight: Tensor, bias: Tensor, relu: bool, input_hint: tuple):
+        self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+                     "relu" if relu else "none")
+        self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+            weight.contiguous().to_mkldnn(), *self.args[:4], list(input_hint))
+        self.bias = bias.contiguous()
+        self.macs_per_pixel = weight[0].numel() * weight.shape[0]
+        self.winograd = None
+        if Winograd3x3.applies(conv):
+            self.winograd = Winograd3x3(weight, bias, relu, rows_hint=input_hint[0] * 64)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.winograd is not None and x.shape[0] * x.shape[2] * x.shape[3] * self.macs_per_pixel \
+                >= WINOGRAD_MIN_MACS:
+            return self.winograd(x)
+        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, [], "")
 
 
 class PackedLinear:
