@@ -1,6 +1,7 @@
 """Training: config, recipe pieces, exact resume after SIGKILL, DDP == one process, accumulation,
 non-finite loss, initialisation from A / a checkpoint / pretrained weights, fine-tuning."""
 
+import copy
 import importlib.util
 import json
 import math
@@ -16,8 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 import vgg
-from vgg import cli, data
+from vgg import cli, data, distributed
 from vgg import train as T
+from vgg.models import attach_cpu_inference
 from vgg.weights import save_model
 
 VGG_BIN = [sys.executable, "-m", "vgg"]
@@ -165,6 +167,24 @@ def test_tensorboard_shows_the_log(tmp_path):
     scalars = tensorboard_scalars(r.output)
     for key in ("train_loss", "val_accuracy", "lr"):
         assert scalars[key] == [(e["epoch"], pytest.approx(e[key], rel=1e-6)) for e in epochs_of(r.output)]
+
+
+def test_validation_takes_the_fused_path_and_agrees_with_the_modules():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8)
+    dataset = data.TensorDataset(images, torch.arange(40) % 10, [str(i) for i in range(10)], "toy", "val")
+    model = vgg.create_model("vgg11_bn", width=0.125, crop_size=32, num_classes=10, in_channels=1).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(), m.running_var.uniform_(0.5, 2.0)
+    fast = attach_cpu_inference(copy.deepcopy(model))
+    seen = []
+    fast.fused_features._pack = lambda x, pack=fast.fused_features._pack: seen.append(x.shape) or pack(x)
+    args = dict(scale=32, batch_size=16, ctx=distributed.Context(), amp=False, channels_last=True)
+    slow, quick = T.validate(model, dataset, **args), T.validate(fast, dataset, **args)
+    assert seen and quick["images"] == slow["images"] == 40
+    assert quick["loss"] == pytest.approx(slow["loss"], rel=1e-4)
+    assert quick["accuracy"] == slow["accuracy"]
 
 
 def test_resumed_log_drops_what_came_after_the_checkpoint(tmp_path):
