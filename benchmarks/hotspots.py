@@ -5,8 +5,8 @@ function on top of the stack, which includes the torch ops it called). Needs py-
     .venv/bin/python benchmarks/hotspots.py [--top 15] [--rate 50] [--no-fused] -- train --limit 2000 ...
 
 ``--no-fused`` runs the command with the fused CPU inference path switched off (the path before
-``vgg.models.FusedFeatures`` and ``PackedLinear``), for before/after comparisons;
-``--fast-validation`` patches vgg.train in the profiled process so that its validation passes take it.
+``vgg.models.FusedFeatures`` and ``PackedLinear``; `vgg train`'s validation passes take it too), for
+before/after comparisons.
 """
 
 from __future__ import annotations
@@ -22,11 +22,6 @@ from pathlib import Path
 
 DISABLE_FUSED = ("import vgg.models as m; m.FusedFeatures.available = staticmethod(lambda: False); "
                  "m.PackedLinear.available = staticmethod(lambda: False); ")
-# A local patch of vgg.train (not applied in the package): validation passes on the CPU take the
-# fused inference path (vgg.models.attach_cpu_inference), as the diff in BENCHMARKS.md proposes.
-PATCH_TRAIN = ("import vgg.train as t, vgg.models as m; _validate = t.validate; "
-               "t.validate = lambda model, *a, **k: _validate(model if 'fused_features' in model.__dict__ or "
-               "model.features[0].weight.device.type != 'cpu' else m.attach_cpu_inference(model), *a, **k); ")
 
 
 def py_spy() -> str:
@@ -65,8 +60,6 @@ def main() -> None:
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--rate", type=int, default=50, help="samples per second")
     p.add_argument("--no-fused", action="store_true", help="switch off the fused CPU inference runner")
-    p.add_argument("--fast-validation", action="store_true",
-                   help="patch vgg.train in the profiled process: validation takes the fused CPU path")
     p.add_argument("--raw", help="also keep py-spy's raw stacks here")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the vgg command and its arguments")
     args = p.parse_args()
@@ -74,14 +67,13 @@ def main() -> None:
     if not command:
         p.error("give the vgg command to profile after --")
     code = ("import sys; " + (DISABLE_FUSED if args.no_fused else "")
-            + (PATCH_TRAIN if args.fast_validation else "")
             + "from vgg.cli import main; sys.exit(main(sys.argv[1:]))")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.raw or Path(tmp) / "stacks.txt")
         subprocess.run([py_spy(), "record", "-r", str(args.rate), "-f", "raw", "-o", str(out), "--",
                         sys.executable, "-c", code, *command], check=True)
         total, inclusive, own = aggregate(out.read_text())
-    note = " (fused runner off)" if args.no_fused else " (validation patched)" if args.fast_validation else ""
+    note = " (fused runner off)" if args.no_fused else ""
     print(f"\n`vgg {' '.join(command)}`{note}: {total} samples "
           f"at {args.rate}/s")
     # Inclusive time of our own functions (the package's modules), where overheads of our code show.
