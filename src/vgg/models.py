@@ -446,32 +446,66 @@ def tensors_key(tensors) -> tuple:
     return tuple((id(t), -1 if t.is_inference() else t._version, t.data_ptr()) for t in tensors)
 
 
-# F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): a 2x2
-# output tile from a 4x4 input tile in 16 multiplications per channel pair instead of 36. G maps a 3x3
-# kernel to the 4x4 Winograd domain; B^T (rows +-1, 0) and A^T are applied as additions below.
-WINOGRAD_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+# CVPR 2016): F(m x m, 3x3) makes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
+# multiplications per channel pair instead of 9 m^2. Y = A^T [(G g G^T) * (B^T d B)] A; the matrices
+# are Lavin & Gray's, with interpolation points 0, +-1 (m = 2) and 0, +-1, +-2 (m = 4).
+WINOGRAD = {
+    2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],                   # B^T
+        [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],          # G
+        [[1, 1, 1, 0], [0, 1, -1, -1]]),                                               # A^T
+    4: ([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
+# F(4x4, 3x3): measured 1.1-1.6x faster than F(2x2, 3x3) on VGG16's 256- and 512-channel layers
+# (batch 8, one thread), with a relative error of ~1e-5 against the direct conv instead of ~2e-6.
+WINOGRAD_TILE = 4
 # When a 3x3 conv runs as Winograd: from 256 input channels, and when the call is big enough that the
-# 16 matrix products outweigh their fixed cost (about 1.5 ms on one core). Measured on a 2-core AVX-512
-# CPU, one thread: 1.2-1.3x the direct oneDNN conv at 256 channels on 14-56 px maps (batch 8), 1.3-2.5x
-# at 512 channels; 0.9x at batch 8 on 256 x 7 x 7 or 512 x 4 x 4 (~250M multiply-adds), and far slower
-# on 1-2 px maps; below 256 channels the transforms cost more than the saved multiplications.
+# (m+2)^2 matrix products outweigh their fixed cost (about 1.5 ms on one core). Measured with F(2x2,
+# 3x3) on a 2-core AVX-512 CPU, one thread: 1.2-1.3x the direct oneDNN conv at 256 channels on 14-56 px
+# maps (batch 8), 1.3-2.5x at 512 channels; 0.9x at batch 8 on 256 x 7 x 7 or 512 x 4 x 4 (~250M
+# multiply-adds), and far slower on 1-2 px maps; below 256 channels the transforms cost more than the
+# saved multiplications (F(4x4, 3x3) at batch 8: 0.74x on 128 x 112 x 112, though 1.5x on 128 x 56 x 56).
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_MIN_MACS = 400_000_000
 
 
-class Winograd3x3:
-    """Inference-only CPU runner of one 3x3, stride-1, pad-1 convolution (+ optional ReLU) as
-    Winograd F(2x2, 3x3): the input is cut into overlapping 4x4 tiles and transformed with additions,
-    the 16 tile positions become 16 matrix products (C -> K channels over all tiles, oneDNN-packed
-    weights), and the products are transformed back into 2x2 output tiles. 2.25x fewer
-    multiplications than the direct convolution; the transforms' coefficients are 0, +-1 and +-1/2, so
-    the result matches the direct convolution to float32 rounding (relative error ~1e-6)."""
+def _combine(matrix: list[list[float]], parts: list[Tensor], out: list[Tensor]) -> None:
+    """out[i] = sum_j matrix[i][j] * parts[j], one fused multiply-add pass per term, no temporaries."""
+    for row, o in zip(matrix, out):
+        terms = sorted(((c, p) for c, p in zip(row, parts) if c != 0), key=lambda t: t[0] != 1)
+        (c0, p0), rest = terms[0], terms[1:]
+        if c0 != 1:
+            torch.mul(p0, c0, out=o)
+        elif rest:
+            (c1, p1), rest = rest[0], rest[1:]
+            torch.add(p0, p1, alpha=c1, out=o)
+        else:
+            o.copy_(p0)
+        for c, p in rest:
+            o.add_(p, alpha=c)
 
-    def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int):
+
+class Winograd3x3:
+    """Inference-only CPU runner of one 3x3, stride-1, pad-1 convolution (+ optional ReLU) as Winograd
+    F(m x m, 3x3), m = ``tile``: the input is cut into overlapping (m+2)^2 tiles and transformed with
+    a few multiply-adds, the (m+2)^2 tile positions become as many matrix products (C -> K channels
+    over all tiles, oneDNN-packed weights), and those are transformed back into m x m output tiles.
+    F(4x4, 3x3) does 4x fewer multiplications than the direct convolution and matches it to a
+    relative ~1e-5 (float32 rounding of the transforms)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int, tile: int = WINOGRAD_TILE):
+        bt, g, at = WINOGRAD[tile]
+        g = torch.tensor(g, dtype=torch.float64)
         k, c = weight.shape[:2]
-        u = torch.einsum("ai,kcij,bj->abkc", WINOGRAD_G, weight.float(), WINOGRAD_G).reshape(16, k, c)
+        n = tile + 2
+        u = torch.einsum("ai,kcij,bj->abkc", g, weight.double(), g).float().reshape(n * n, k, c)
         self.weights = [torch.ops.mkldnn._reorder_linear_weight(u[i].contiguous(), max(rows_hint, 1))
-                        for i in range(16)]
+                        for i in range(n * n)]
+        self.bt, self.at, self.tile = bt, at, tile
         self.bias, self.relu, self.out_channels = bias.float(), relu, k
 
     @staticmethod
@@ -482,32 +516,29 @@ class Winograd3x3:
 
     def __call__(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
-        th, tw = (h + 1) // 2, (w + 1) // 2  # output tiles; an odd side gets one padded row/column
+        m, a = self.tile, self.tile + 2
+        th, tw = -(-h // m), -(-w // m)  # output tiles; the last ones may hang over the edge (zeros)
         # Zero-padded input, channels last: the tile transforms then work on contiguous channel rows.
-        xp = x.new_empty(n, 2 * th + 2, 2 * tw + 2, c)
+        xp = x.new_empty(n, m * th + 2, m * tw + 2, c)
         xp[:, 0].zero_(), xp[:, h + 1:].zero_(), xp[:, :, 0].zero_(), xp[:, :, w + 1:].zero_()
         xp[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
-        # V = B^T d B, rows then columns; d's four rows/columns are strided views (tiles overlap by 2).
-        r = [xp[:, i:i + 2 * th:2] for i in range(4)]
-        rows = xp.new_empty(4, n, th, xp.shape[2], c)
-        torch.sub(r[0], r[2], out=rows[0]), torch.add(r[1], r[2], out=rows[1])
-        torch.sub(r[2], r[1], out=rows[2]), torch.sub(r[1], r[3], out=rows[3])
-        q = [rows[:, :, :, i:i + 2 * tw:2] for i in range(4)]
-        v = xp.new_empty(4, 4, n, th, tw, c)
-        torch.sub(q[0], q[2], out=v[:, 0]), torch.add(q[1], q[2], out=v[:, 1])
-        torch.sub(q[2], q[1], out=v[:, 2]), torch.sub(q[1], q[3], out=v[:, 3])
-        v = v.view(16, n * th * tw, c)
-        m = [torch.ops.mkldnn._linear_pointwise(v[i], self.weights[i], None, "none", [], "")
-             .view(n, th, tw, self.out_channels) for i in range(16)]
-        # Y = A^T M A: rows (m0 + m1 + m2, m1 - m2 - m3), then the same over columns.
-        a = [[m[j] + m[4 + j] + m[8 + j] for j in range(4)],
-             [m[4 + j] - m[8 + j] - m[12 + j] for j in range(4)]]
-        y = x.new_empty(n, th, 2, tw, 2, self.out_channels)
-        for i, row in enumerate(a):
-            torch.add(row[0], row[1], out=y[:, :, i, :, 0]).add_(row[2])
-            torch.sub(row[1], row[2], out=y[:, :, i, :, 1]).sub_(row[3])
-        y = y.view(n, 2 * th, 2 * tw, self.out_channels)
-        if (h, w) != (2 * th, 2 * tw):
+        # V = B^T d B, over rows then columns; a tile's rows/columns are strided views (tiles overlap).
+        rows = xp.new_empty(a, n, th, xp.shape[2], c)
+        _combine(self.bt, [xp[:, i:i + m * th:m] for i in range(a)], list(rows))
+        v = xp.new_empty(a, a, n, th, tw, c)
+        _combine(self.bt, [rows[:, :, :, i:i + m * tw:m] for i in range(a)], [v[:, j] for j in range(a)])
+        v = v.view(a * a, n * th * tw, c)
+        prods = [torch.ops.mkldnn._linear_pointwise(v[i], self.weights[i], None, "none", [], "")
+                 .view(n, th, tw, self.out_channels) for i in range(a * a)]
+        # Y = A^T M A: over the products' rows, then their columns, straight into the output tiles.
+        half = x.new_empty(m, a, n, th, tw, self.out_channels)
+        for j in range(a):
+            _combine(self.at, [prods[a * i + j] for i in range(a)], [half[r, j] for r in range(m)])
+        y = x.new_empty(n, th, m, tw, m, self.out_channels)
+        columns = [y[:, :, :, :, s].permute(2, 0, 1, 3, 4) for s in range(m)]  # (r, n, th, tw, K) views
+        _combine(self.at, [half[:, j] for j in range(a)], columns)
+        y = y.view(n, m * th, m * tw, self.out_channels)
+        if (h, w) != (m * th, m * tw):
             y = y[:, :h, :w].contiguous()
         y.add_(self.bias)
         if self.relu:
