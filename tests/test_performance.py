@@ -69,6 +69,16 @@ def test_winograd_equals_the_direct_convolution(shape, relu, tile):
         torch.testing.assert_close(out, ref.detach(), rtol=0, atol=scale)
 
 
+def test_winograd_in_pieces_of_a_batch_equals_one_piece(monkeypatch):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1)
+    winograd = Winograd3x3(conv.weight.detach(), conv.bias.detach(), True, rows_hint=16)
+    x = torch.randn(5, 4, 9, 10)
+    whole = winograd(x)
+    monkeypatch.setattr(models, "WINOGRAD_CHUNK_TILES", 7)  # 9 tiles per image: one image per piece
+    assert torch.equal(winograd(x), whole)
+
+
 def test_winograd_takes_only_plain_3x3_convolutions():
     assert Winograd3x3.applies(nn.Conv2d(512, 512, 3, padding=1))
     assert not Winograd3x3.applies(nn.Conv2d(64, 64, 3, padding=1))  # too few channels to pay

@@ -463,14 +463,16 @@ WINOGRAD = {
 # F(4x4, 3x3): measured 1.1-1.6x faster than F(2x2, 3x3) on VGG16's 256- and 512-channel layers
 # (batch 8, one thread), with a relative error of ~1e-5 against the direct conv instead of ~2e-6.
 WINOGRAD_TILE = 4
-# When a 3x3 conv runs as Winograd: from 256 input channels, and when the call is big enough that the
-# (m+2)^2 matrix products outweigh their fixed cost (about 1.5 ms on one core). Measured with F(2x2,
-# 3x3) on a 2-core AVX-512 CPU, one thread: 1.2-1.3x the direct oneDNN conv at 256 channels on 14-56 px
-# maps (batch 8), 1.3-2.5x at 512 channels; 0.9x at batch 8 on 256 x 7 x 7 or 512 x 4 x 4 (~250M
-# multiply-adds), and far slower on 1-2 px maps; below 256 channels the transforms cost more than the
-# saved multiplications (F(4x4, 3x3) at batch 8: 0.74x on 128 x 112 x 112, though 1.5x on 128 x 56 x 56).
-WINOGRAD_MIN_CHANNELS = 256
+# When a 3x3 conv runs as Winograd: from 128 input channels, and when the call is big enough that the
+# (m+2)^2 matrix products outweigh their fixed cost (about 1.5 ms on one core). Measured on a 2-core
+# AVX-512 CPU, one thread, batch 8, against the direct oneDNN conv: F(4x4, 3x3) in pieces of
+# WINOGRAD_CHUNK_TILES 1.15-1.3x on 128 channels at 56-112 px, 1.6-1.9x on 256 at 56 px and 512 at
+# 28 px; but 0.8x on 64 channels at 224 px (the transforms cost more than the saved multiplications),
+# 0.8-0.9x on calls of ~250M multiply-adds (256 x 7 x 7, 512 x 4 x 4), far slower on 1-2 px maps.
+WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_MACS = 400_000_000
+# Tiles per piece of a batch (1568 = 8 images of 56 x 56 in 4 x 4 tiles).
+WINOGRAD_CHUNK_TILES = 1600
 
 
 def _combine(matrix: list[list[float]], parts: list[Tensor], out: list[Tensor]) -> None:
@@ -515,9 +517,27 @@ class Winograd3x3:
                 and conv.in_channels >= WINOGRAD_MIN_CHANNELS and PackedLinear.available())
 
     def __call__(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        m = self.tile
+        th, tw = -(-h // m), -(-w // m)  # output tiles; the last ones may hang over the edge (zeros)
+        y = x.new_empty(n, th * m, tw * m, self.out_channels)
+        # A few images at a time, so that the transformed tiles stay in cache: at batch 32 on
+        # 256 x 56 x 56, 1.3x the direct conv in one piece, 1.9x in pieces of 8 images.
+        step = max(1, WINOGRAD_CHUNK_TILES // (th * tw))
+        for i in range(0, n, step):
+            self._tiles(x[i:i + step], y[i:i + step])
+        if (h, w) != (th * m, tw * m):
+            y = y[:, :h, :w].contiguous()
+        y.add_(self.bias)
+        if self.relu:
+            y.relu_()
+        return y.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory, as the oneDNN convs give
+
+    def _tiles(self, x: Tensor, out: Tensor) -> None:
+        """The convolution of ``x`` (N, C, H, W) without bias into ``out`` (N, th*m, tw*m, K)."""
         n, c, h, w = x.shape
         m, a = self.tile, self.tile + 2
-        th, tw = -(-h // m), -(-w // m)  # output tiles; the last ones may hang over the edge (zeros)
+        th, tw = out.shape[1] // m, out.shape[2] // m
         # Zero-padded input, channels last: the tile transforms then work on contiguous channel rows.
         xp = x.new_empty(n, m * th + 2, m * tw + 2, c)
         xp[:, 0].zero_(), xp[:, h + 1:].zero_(), xp[:, :, 0].zero_(), xp[:, :, w + 1:].zero_()
@@ -534,26 +554,19 @@ class Winograd3x3:
         half = x.new_empty(m, a, n, th, tw, self.out_channels)
         for j in range(a):
             _combine(self.at, [prods[a * i + j] for i in range(a)], [half[r, j] for r in range(m)])
-        y = x.new_empty(n, th, m, tw, m, self.out_channels)
+        y = out.view(n, th, m, tw, m, self.out_channels)
         columns = [y[:, :, :, :, s].permute(2, 0, 1, 3, 4) for s in range(m)]  # (r, n, th, tw, K) views
         _combine(self.at, [half[:, j] for j in range(a)], columns)
-        y = y.view(n, m * th, m * tw, self.out_channels)
-        if (h, w) != (m * th, m * tw):
-            y = y[:, :h, :w].contiguous()
-        y.add_(self.bias)
-        if self.relu:
-            y.relu_()
-        return y.permute(0, 3, 1, 2)  # NCHW shape, channels_last memory, as the oneDNN convs give
 
 
 class FusedFeatures:
     """Inference-only CPU runner of a feature stack: every conv (with the BatchNorm after it folded in)
     and its ReLU run as one oneDNN primitive, the ReLU a post-op (no extra pass over the activations),
     the weight reordered once into oneDNN's blocked layout instead of on every call. The arithmetic
-    is the convolution's own, except in the convs of 256 channels and more, which run as Winograd
-    F(2x2, 3x3) (:class:`Winograd3x3`, equal to float32 rounding). (Max-pooling as three elementwise
-    maxima, skipping the index map that ``F.max_pool2d`` writes, was measured too: 0.90-0.99x, so the
-    module runs as it is.)
+    is the convolution's own, except in the big convs of many channels, which run as Winograd
+    F(4x4, 3x3) (:class:`Winograd3x3`, equal to float32 rounding, ~1e-5 relative). (Max-pooling as
+    three elementwise maxima, skipping the index map that ``F.max_pool2d`` writes, was measured too:
+    0.90-0.99x, so the module runs as it is.)
 
     The packed weights are rebuilt when a weight changes (``load_state_dict``, an optimizer step), so
     the runner never computes with stale weights. ``usable(x)`` says when it applies: float32 on the
