@@ -7,6 +7,7 @@ with) called as ``evaluate.posterior`` calls it: channels_last weights and, on t
 conv+ReLU runner with prepacked weights; the FC head takes its matmul path at crop size.
 
     .venv/bin/python benchmarks/inference.py [--batches 1 8 32] [--rounds 5] [--bf16] [--json PATH]
+    .venv/bin/python benchmarks/inference.py --layers [--batches 8]   # per layer, ours vs onnxruntime
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -22,7 +24,7 @@ from torch import nn
 
 import vgg
 from common import interleaved, machine, median, print_table, ratio, write_json
-from vgg.models import layer_table, prepare_for_inference
+from vgg.models import FusedConv, layer_table, prepare_for_inference
 
 
 def eager_reference(model: vgg.VGG) -> nn.Sequential:
@@ -40,7 +42,7 @@ def eager_reference(model: vgg.VGG) -> nn.Sequential:
     return net.to(memory_format=torch.contiguous_format).eval()
 
 
-def onnx_session(model: vgg.VGG, tmp: Path):
+def onnx_session(model: vgg.VGG, tmp: Path, profile: bool = False):
     try:
         import onnxruntime as ort
 
@@ -51,6 +53,9 @@ def onnx_session(model: vgg.VGG, tmp: Path):
     export_onnx(model, path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(tmp / "ort_profile")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -120,6 +125,56 @@ def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 
                      "conv_vs_matmul": list(ratio(head_times, "ours", "conv")), "rounds_s": head_times}}
 
 
+def layer_times(arch: str = "vgg16", size: int = 224, batch: int = 8, rounds: int = 5) -> list[list]:
+    """Milliseconds per layer (median over rounds) of ours (the CPU runner's steps: each conv with its
+    ReLU, Winograd or direct, and each pool; then the head) and of onnxruntime's nodes (its profiler),
+    the two models called in turn in every round. Rows: layer, path, ours ms, onnxruntime ms."""
+    import json
+
+    torch.manual_seed(0)
+    base = vgg.create_model(arch, crop_size=size).eval()
+    ours = prepare_for_inference(copy.deepcopy(base))
+    x = torch.randn(batch, 3, size, size)
+    ours_ms: dict[int, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        session = onnx_session(base, Path(tmp), profile=True)
+        if session is None:
+            raise SystemExit("--layers needs onnxruntime (pip install -e '.[onnx]')")
+        ours(x)  # packs the weights
+        steps = ours.fused_features._plan
+        for _ in range(rounds + 1):
+            h = x
+            for i, step in enumerate([*steps, ours.forward_head]):
+                start = time.perf_counter()
+                h = step(h)
+                ours_ms.setdefault(i, []).append(1e3 * (time.perf_counter() - start))
+            session.run(None, {"images": x.numpy()})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, tuple[str, list[float]]] = {}  # node -> (op, per-run ms), in graph order
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            nodes.setdefault(e["name"], (e["args"]["op_name"], []))[1].append(e["dur"] / 1e3)
+    ort_convs = [median(t[1:]) for op, t in nodes.values() if "Conv" in op]
+    ort_pools = [median(t[1:]) for op, t in nodes.values() if "Pool" in op]
+    ort_rest = sum(median(t[1:]) for op, t in nodes.values() if "Conv" not in op and "Pool" not in op)
+    rows, conv, pool, shape = [], 0, 0, tuple(x.shape)
+    for i, step in enumerate(steps):
+        ms = median(ours_ms[i][1:])
+        if isinstance(step, FusedConv):
+            k, c = step.weight_shape
+            path = "Winograd" if step.takes_winograd(shape) else "direct"
+            rows.append([f"conv {c}->{k} at {shape[2]}x{shape[3]}", path, ms, ort_convs[conv]])
+            shape, conv = (shape[0], k, *shape[2:]), conv + 1
+        else:
+            rows.append([f"max-pool at {shape[2]}x{shape[3]}", "", ms, ort_pools[pool]])
+            shape, pool = (*shape[:2], shape[2] // 2, shape[3] // 2), pool + 1
+    # onnxruntime's head is its remaining conv nodes (the FC layers as convolutions) and the mean
+    head = median(ours_ms[len(steps)][1:])
+    rows.append(["head (FC layers)", "matmul", head, sum(ort_convs[conv:]) + ort_rest])
+    rows.append(["total", "", sum(r[2] for r in rows), sum(r[3] for r in rows)])
+    return rows
+
+
 def print_results(res: dict) -> None:
     def cell(r):
         return f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})"
@@ -150,7 +205,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--bf16", action="store_true", help="also time the opt-in bfloat16 autocast path")
     p.add_argument("--json", default="benchmarks/results/inference.json")
+    p.add_argument("--layers", action="store_true", help="time each layer, ours against onnxruntime's nodes")
     args = p.parse_args()
+    if args.layers:
+        for batch in args.batches:
+            rows = layer_times(args.arch, args.size, batch, args.rounds)
+            print_table(f"{args.arch} at {args.size}, batch {batch}: ms per layer, median of {args.rounds}",
+                        ["layer", "ours", "ours ms", "onnxruntime ms"],
+                        [[a, b, f"{c:.1f}", f"{d:.1f}"] for a, b, c, d in rows])
+        print(machine())
+        return
     res = run(args.arch, args.size, args.batches, args.rounds, args.bf16)
     print(machine())
     print_results(res)

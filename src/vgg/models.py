@@ -642,14 +642,18 @@ class FusedConv:
         self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
             weight.contiguous().to_mkldnn(), *self.args[:4], list(input_hint))
         self.bias = bias.contiguous()
-        self.macs_per_pixel = weight[0].numel() * weight.shape[0]
+        self.weight_shape = tuple(weight.shape[:2])
         self.winograd = None
         if Winograd3x3.applies(conv):
             self.winograd = Winograd3x3(weight, bias, relu, rows_hint=input_hint[0] * 64)
 
+    def takes_winograd(self, shape: tuple) -> bool:
+        """Whether a call on input of ``shape`` (N, C, H, W) runs as Winograd."""
+        k, c = self.weight_shape
+        return self.winograd is not None and shape[0] * shape[2] * shape[3] * k * c * 9 >= WINOGRAD_MIN_MACS
+
     def __call__(self, x: Tensor) -> Tensor:
-        if self.winograd is not None and x.shape[0] * x.shape[2] * x.shape[3] * self.macs_per_pixel \
-                >= WINOGRAD_MIN_MACS:
+        if self.takes_winograd(x.shape):
             return self.winograd(x)
         return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, [], "")
 
