@@ -75,7 +75,7 @@ def test_winograd_in_pieces_of_a_batch_equals_one_piece(monkeypatch):
     winograd = Winograd3x3(conv.weight.detach(), conv.bias.detach(), True, rows_hint=16)
     x = torch.randn(5, 4, 9, 10)
     whole = winograd(x)
-    monkeypatch.setattr(models, "WINOGRAD_CHUNK_TILES", 7)  # 9 tiles per image: one image per piece
+    monkeypatch.setattr(models, "WINOGRAD_CHUNK_BYTES", 2000)  # 9 tiles of 576 bytes: one image per piece
     assert torch.equal(winograd(x), whole)
 
 

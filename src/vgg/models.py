@@ -471,8 +471,8 @@ WINOGRAD_TILE = 4
 # 0.8-0.9x on calls of ~250M multiply-adds (256 x 7 x 7, 512 x 4 x 4), far slower on 1-2 px maps.
 WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_MACS = 400_000_000
-# Tiles per piece of a batch (1568 = 8 images of 56 x 56 in 4 x 4 tiles).
-WINOGRAD_CHUNK_TILES = 1600
+# Bytes of transformed input per piece of a batch (see Winograd3x3.__call__).
+WINOGRAD_CHUNK_BYTES = 8 << 20
 
 
 def _combine(matrix: list[list[float]], parts: list[Tensor], out: list[Tensor]) -> None:
@@ -523,7 +523,8 @@ class Winograd3x3:
         y = x.new_empty(n, th * m, tw * m, self.out_channels)
         # A few images at a time, so that the transformed tiles stay in cache: at batch 32 on
         # 256 x 56 x 56, 1.3x the direct conv in one piece, 1.9x in pieces of 8 images.
-        step = max(1, WINOGRAD_CHUNK_TILES // (th * tw))
+        tile_bytes = (m + 2) ** 2 * x.shape[1] * x.element_size()
+        step = max(1, WINOGRAD_CHUNK_BYTES // (tile_bytes * th * tw))
         for i in range(0, n, step):
             self._tiles(x[i:i + step], y[i:i + step])
         if (h, w) != (th * m, tw * m):
