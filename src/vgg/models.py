@@ -644,17 +644,22 @@ class FusedConv:
             weight.contiguous().to_mkldnn(), *self.args[:4], list(input_hint))
         self.bias = bias.contiguous()
         self.weight_shape = tuple(weight.shape[:2])
-        self.winograd = None
-        if Winograd3x3.applies(conv):
-            self.winograd = Winograd3x3(weight, bias, relu, rows_hint=input_hint[0] * 64)
+        # The Winograd weights (4x the conv's: 36 positions instead of 9) are built on first use, so
+        # nets that only ever see small maps never hold them.
+        self.dense_weight = weight if Winograd3x3.applies(conv) else None
+        self.relu = relu
+        self.winograd: Winograd3x3 | None = None
 
     def takes_winograd(self, shape: tuple) -> bool:
         """Whether a call on input of ``shape`` (N, C, H, W) runs as Winograd."""
         k, c = self.weight_shape
-        return self.winograd is not None and shape[0] * shape[2] * shape[3] * k * c * 9 >= WINOGRAD_MIN_MACS
+        macs = shape[0] * shape[2] * shape[3] * k * c * 9
+        return self.dense_weight is not None and macs >= WINOGRAD_MIN_MACS
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.takes_winograd(x.shape):
+            if self.winograd is None:
+                self.winograd = Winograd3x3(self.dense_weight, self.bias, self.relu, x.shape[0] * 64)
             return self.winograd(x)
         return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, [], "")
 
