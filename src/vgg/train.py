@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import gc
 import json
 import math
 import os
@@ -692,10 +693,15 @@ def train(config: TrainConfig, *, resume: bool = False, datasets=None) -> TrainR
     try:
         result = _train(config, ctx, resume, datasets)
     except BaseException:
+        gc.collect()
         distributed.cleanup()
         raise
-    # Every process finishes together before the group goes: a gloo group torn down while another
-    # process still talks to it can abort that process ("terminate called without an active exception").
+    # The DDP wrapper (its reducer holds the process group and gloo's pending work) sits in reference
+    # cycles: free it now, while the interpreter is whole; freed at exit instead, gloo's threads can
+    # abort the process. Then every process finishes together before the group goes: a gloo group
+    # torn down while another process still talks to it can abort that process too ("terminate called
+    # without an active exception").
+    gc.collect()
     distributed.barrier()
     distributed.cleanup()
     return result
