@@ -32,6 +32,7 @@ def test_fused_runner_matches_the_modules(arch, crop, winograd, monkeypatch):
     # The tiny nets have at most 128 channels: lower the Winograd threshold to run it in every 3x3 conv.
     monkeypatch.setattr(models, "WINOGRAD_MIN_CHANNELS", 1 if winograd else 10**6)
     monkeypatch.setattr(models, "WINOGRAD_MIN_MACS", 0)
+    monkeypatch.setattr(models, "WINOGRAD_MIN_SIDE", 1)
     base = tiny(arch, crop)
     fast = prepare_for_inference(copy.deepcopy(base))
     assert isinstance(fast.__dict__.get("fused_features"), FusedFeatures)

@@ -469,8 +469,11 @@ WINOGRAD_TILE = 4
 # WINOGRAD_CHUNK_TILES 1.15-1.3x on 128 channels at 56-112 px, 1.6-1.9x on 256 at 56 px and 512 at
 # 28 px; but 0.8x on 64 channels at 224 px (the transforms cost more than the saved multiplications),
 # 0.8-0.9x on calls of ~250M multiply-adds (256 x 7 x 7, 512 x 4 x 4), far slower on 1-2 px maps.
+# Small maps lose too: at batch 128, 128 channels on 8 x 8 ran 0.7x, and a validation pass at 10 x 10
+# and 5 x 5 maps (tiles hanging over the edge waste 44% and 156% of the work) 0.75x the direct conv.
 WINOGRAD_MIN_CHANNELS = 128
 WINOGRAD_MIN_MACS = 400_000_000
+WINOGRAD_MIN_SIDE = 14
 # Bytes of transformed input per piece of a batch (see Winograd3x3.__call__).
 WINOGRAD_CHUNK_BYTES = 8 << 20
 
@@ -635,7 +638,8 @@ class FusedFeatures:
 class FusedConv:
     """One conv (BatchNorm folded in) and its ReLU as one oneDNN primitive with a prepacked weight;
     a 3x3 conv of :data:`WINOGRAD_MIN_CHANNELS` or more input channels also gets a :class:`Winograd3x3`
-    runner, taken for the calls of at least :data:`WINOGRAD_MIN_MACS` multiply-adds."""
+    runner, taken for the calls of at least :data:`WINOGRAD_MIN_MACS` multiply-adds on maps of at least
+    :data:`WINOGRAD_MIN_SIDE` pixels a side."""
 
     def __init__(self, conv: nn.Conv2d, weight: Tensor, bias: Tensor, relu: bool, input_hint: tuple):
         self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
@@ -654,7 +658,8 @@ class FusedConv:
         """Whether a call on input of ``shape`` (N, C, H, W) runs as Winograd."""
         k, c = self.weight_shape
         macs = shape[0] * shape[2] * shape[3] * k * c * 9
-        return self.dense_weight is not None and macs >= WINOGRAD_MIN_MACS
+        return (self.dense_weight is not None and macs >= WINOGRAD_MIN_MACS
+                and min(shape[2], shape[3]) >= WINOGRAD_MIN_SIDE)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.takes_winograd(x.shape):

@@ -751,8 +751,9 @@ def _train(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if device.type == "cpu" and not config.compile:
-        # Validation takes the fused inference path (training steps still run the modules): 1.27x on
-        # VGG16-BN at width 0.5, crop 32, batch 128, one thread; repacked once per pass.
+        # Validation takes the fused inference path (training steps still run the modules), repacked
+        # once per pass: for VGG16-BN at width 0.5 on Fashion-MNIST (Q = 40, batch 128, 2 threads) a
+        # pass took 2.5 s against 2.6-2.8 s; the model call alone at crop 32, one thread, 1.27x.
         attach_cpu_inference(model)
     optimizer = torch.optim.SGD(param_groups(model), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
