@@ -446,6 +446,13 @@ def tensors_key(tensors) -> tuple:
     return tuple((id(t), -1 if t.is_inference() else t._version, t.data_ptr()) for t in tensors)
 
 
+def cpu_inference_call(x: Tensor, module: nn.Module) -> bool:
+    """Whether a call of ``module`` on ``x`` is one the packed CPU runners may take: float32 on the
+    CPU, no autograd, eval mode, no autocast (otherwise the modules run as usual)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not module.training and not torch.is_autocast_enabled("cpu"))
+
+
 # Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
 # CVPR 2016): F(m x m, 3x3) makes an m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2
 # multiplications per channel pair instead of 9 m^2. Y = A^T [(G g G^T) * (B^T d B)] A; the matrices
@@ -465,8 +472,8 @@ WINOGRAD = {
 WINOGRAD_TILE = 4
 # When a 3x3 conv runs as Winograd: from 128 input channels, and when the call is big enough that the
 # (m+2)^2 matrix products outweigh their fixed cost (about 1.5 ms on one core). Measured on a 2-core
-# AVX-512 CPU, one thread, batch 8, against the direct oneDNN conv: F(4x4, 3x3) in pieces of
-# WINOGRAD_CHUNK_TILES 1.15-1.3x on 128 channels at 56-112 px, 1.6-1.9x on 256 at 56 px and 512 at
+# AVX-512 CPU, one thread, batch 8, against the direct oneDNN conv: F(4x4, 3x3) in cache-sized pieces
+# 1.15-1.3x on 128 channels at 56-112 px, 1.6-1.9x on 256 at 56 px and 512 at
 # 28 px; but 0.8x on 64 channels at 224 px (the transforms cost more than the saved multiplications),
 # 0.8-0.9x on calls of ~250M multiply-adds (256 x 7 x 7, 512 x 4 x 4), far slower on 1-2 px maps.
 # Small maps lose too: at batch 128, 128 channels on 8 x 8 ran 0.7x, and a validation pass at 10 x 10
@@ -478,20 +485,25 @@ WINOGRAD_MIN_SIDE = 14
 WINOGRAD_CHUNK_BYTES = 8 << 20
 
 
-def _combine(matrix: list[list[float]], parts: list[Tensor], out: list[Tensor]) -> None:
-    """out[i] = sum_j matrix[i][j] * parts[j], one fused multiply-add pass per term, no temporaries."""
-    for row, o in zip(matrix, out):
-        terms = sorted(((c, p) for c, p in zip(row, parts) if c != 0), key=lambda t: t[0] != 1)
-        (c0, p0), rest = terms[0], terms[1:]
+def _sparse_rows(matrix: list[list[float]]) -> list[list[tuple[float, int]]]:
+    """Each row's nonzero (coefficient, column) terms, a coefficient of 1 first when there is one."""
+    return [sorted(((c, j) for j, c in enumerate(row) if c != 0), key=lambda t: t[0] != 1) for row in matrix]
+
+
+def _combine(rows: list[list[tuple[float, int]]], parts: list[Tensor], out: list[Tensor]) -> None:
+    """out[i] = sum over row i's terms of c * parts[j], one fused multiply-add pass per term, no
+    temporaries; ``rows`` from :func:`_sparse_rows`."""
+    for terms, o in zip(rows, out):
+        (c0, j0), rest = terms[0], terms[1:]
         if c0 != 1:
-            torch.mul(p0, c0, out=o)
+            torch.mul(parts[j0], c0, out=o)
         elif rest:
-            (c1, p1), rest = rest[0], rest[1:]
-            torch.add(p0, p1, alpha=c1, out=o)
+            (c1, j1), rest = rest[0], rest[1:]
+            torch.add(parts[j0], parts[j1], alpha=c1, out=o)
         else:
-            o.copy_(p0)
-        for c, p in rest:
-            o.add_(p, alpha=c)
+            o.copy_(parts[j0])
+        for c, j in rest:
+            o.add_(parts[j], alpha=c)
 
 
 class Winograd3x3:
@@ -510,7 +522,7 @@ class Winograd3x3:
         u = torch.einsum("ai,kcij,bj->abkc", g, weight.double(), g).float().reshape(n * n, k, c)
         self.weights = [torch.ops.mkldnn._reorder_linear_weight(u[i].contiguous(), max(rows_hint, 1))
                         for i in range(n * n)]
-        self.bt, self.at, self.tile = bt, at, tile
+        self.bt, self.at, self.tile = _sparse_rows(bt), _sparse_rows(at), tile
         self.bias, self.relu, self.out_channels = bias.float(), relu, k
 
     @staticmethod
@@ -596,9 +608,7 @@ class FusedFeatures:
             hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
     def usable(self, images: Tensor) -> bool:
-        return (images.device.type == "cpu" and images.dtype == torch.float32
-                and not torch.is_grad_enabled() and not self.features.training
-                and not torch.is_autocast_enabled("cpu") and self.available())
+        return cpu_inference_call(images, self.features) and self.available()
 
     def _state_key(self) -> tuple:
         return tensors_key(t for m in self.features for t in (*m.parameters(), *m.buffers()))
@@ -695,10 +705,8 @@ class PackedLinear:
             hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
 
     def usable(self, x: Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32
-                and self.layer.weight.dtype == torch.float32 and not torch.is_grad_enabled()
-                and not self.layer.training
-                and not torch.is_autocast_enabled("cpu") and self.available())
+        return (cpu_inference_call(x, self.layer) and self.layer.weight.dtype == torch.float32
+                and self.available())
 
     def __call__(self, x: Tensor) -> Tensor:
         w, b = self.layer.weight, self.layer.bias
@@ -715,9 +723,9 @@ def prepare_for_inference(model: VGG, device: str | torch.device = "cpu") -> VGG
 
     channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions: VGG16 at 224,
     batch 8, ran about 1.3x faster than NCHW on a 2-core CPU, the fused conv+ReLU with prepacked
-    weights about 1.1x more, Winograd for the convs of 256 channels and more (:class:`Winograd3x3`)
-    about 1.1x more, and the prepacked FC layers (:class:`PackedLinear`) a few percent more
-    (BENCHMARKS.md). The input needs no conversion: a channels_last weight
+    weights about 1.1x more, Winograd for the big convs of 128 channels and more
+    (:class:`Winograd3x3`) about 1.25x more, and the prepacked FC layers (:class:`PackedLinear`) a
+    few percent more (BENCHMARKS.md). The input needs no conversion: a channels_last weight
     makes the convolution produce channels_last output.
     """
     model = model.eval().to(device, memory_format=torch.channels_last)

@@ -596,10 +596,10 @@ class RunLog:
         next_epoch = None
         if keep_until_step is not None and self.path.is_file():
             # A resumed run continues the log of its checkpoint: later lines are replayed anyway.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until_step]
-            atomic_write(self.path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
-            next_epoch = 1 + max((json.loads(line).get("epoch", 0) for line in kept), default=0)
+            records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            kept = [r for r in records if r.get("step", 0) <= keep_until_step]
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
+            next_epoch = 1 + max((r.get("epoch", 0) for r in kept), default=0)
         elif keep_until_step is None:
             self.path.unlink(missing_ok=True)
         self.tb = None
