@@ -20,7 +20,7 @@ if _SRC not in _sys.path:
 
 from vgg.models import NAMES as _NAMES  # noqa: E402
 from vgg.models import create_model as _create_model  # noqa: E402
-from vgg.weights import TORCHVISION_WEIGHTS as _PUBLISHED  # noqa: E402
+from vgg.weights import PUBLISHED as _PUBLISHED  # noqa: E402
 from vgg.weights import load_any as _load_any  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-DISABLE_FUSED = ("import vgg.models as m; m.FusedFeatures.available = staticmethod(lambda: False); "
+DISABLE_FUSED = ("import vgg.engine as m; m.FusedFeatures.available = staticmethod(lambda: False); "
                  "m.PackedLinear.available = staticmethod(lambda: False); ")
 
 

@@ -1,5 +1,15 @@
-"""vgg: the VGG paper (Simonyan & Zisserman, ICLR 2015), complete and fast."""
+"""vgg: the VGG paper (Simonyan & Zisserman, ICLR 2015), complete and fast.
 
+The package, one sub-package or module per part of the paper (README, "The package"):
+``models`` (Table 1 and 2, Sec. 3.1 init), ``engine`` (the CPU inference engine), ``data`` (Sec. 3.1
+augmentation, data sets), ``training`` (Sec. 3.1, 3.3), ``evaluation`` (Sec. 3.2, 4), ``weights``
+(our checkpoints, foreign and published weights), ``features`` (Appendix B), ``export``, ``report``,
+``files``, ``distributed``, ``cli``.
+"""
+
+from .data import open_dataset
+from .engine import prepare_for_inference
+from .evaluation import evaluate, predict
 from .models import (
     CONFIGS,
     VGG,
@@ -9,12 +19,13 @@ from .models import (
     init_from_shallow,
     init_weights,
     parse_arch,
-    prepare_for_inference,
 )
+from .training import TrainConfig, train
 from .weights import load_any, load_model, save_model
 
 __all__ = [
-    "CONFIGS", "VGG", "Normalization", "arch_names", "create_model", "init_from_shallow",
-    "init_weights", "load_any", "load_model", "parse_arch", "prepare_for_inference", "save_model",
+    "CONFIGS", "Normalization", "TrainConfig", "VGG", "arch_names", "create_model", "evaluate",
+    "init_from_shallow", "init_weights", "load_any", "load_model", "open_dataset", "parse_arch",
+    "predict", "prepare_for_inference", "save_model", "train",
 ]
 __version__ = "0.1.0"

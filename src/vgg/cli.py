@@ -15,26 +15,7 @@ import torch
 
 from . import __version__
 from .models import NAMES, VGG, conv_layers, count_params, layer_table, parse_arch
-
-
-def table(rows: list[list], header: list[str]) -> str:
-    """Format rows as a plain aligned text table (numbers right-aligned)."""
-    cells = [header] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    numeric = [all(_is_number(r[i]) for r in cells[1:]) for i in range(len(header))]
-
-    def line(r):
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric))
-
-    return "\n".join([line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s.replace(",", ""))
-        return True
-    except ValueError:
-        return False
+from .report import table
 
 
 def _meta_model(arch: str, **kwargs) -> VGG:
@@ -90,7 +71,7 @@ def _summary_run(args) -> None:
 # -- vgg evaluate / vgg predict (the paper's test protocols, Sec. 3.2 and 4) ----------------------------
 
 def _protocol_args(p: argparse.ArgumentParser, several: bool) -> None:
-    from .evaluate import PROTOCOLS
+    from .evaluation import PROTOCOLS
 
     p.add_argument("--pretrained", action="append", default=[], metavar="NAME|PATH|URL",
                    help="a checkpoint given by name, path or URL (repeatable; instead of CKPT)")
@@ -135,7 +116,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_run(args) -> None:
-    from .evaluate import EvalConfig, run_evaluate
+    from .evaluation import EvalConfig, run_evaluate
 
     run_evaluate(EvalConfig(
         checkpoints=_checkpoints(args, args.checkpoints), data=args.data, split=args.split,
@@ -157,7 +138,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict_run(args) -> None:
-    from .evaluate import run_predict
+    from .evaluation import run_predict
 
     ckpts, inputs = (args.pretrained, args.items) if args.pretrained else (args.items[:1], args.items[1:])
     if not inputs:
@@ -242,7 +223,7 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
 
 
 def _train_run(args, defaults: dict | None = None) -> None:
-    from .train import NonFiniteLoss, config_keys, run_config, train
+    from .training import NonFiniteLoss, config_keys, run_config, train
 
     flags = {k: v for k, v in vars(args).items() if k in config_keys()}
     config = run_config(args.config, flags, defaults, resume=args.resume)
@@ -258,7 +239,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
 
 
 def _finetune_run(args) -> None:
-    from .train import FINETUNE_DEFAULTS
+    from .training import FINETUNE_DEFAULTS
 
     _train_run(args, FINETUNE_DEFAULTS)
 
@@ -285,6 +266,28 @@ def _convert_run(args) -> None:
     print(f"{path}: {model.arch} from {model.info.get('source', 'vgg')} weights, crop {model.crop_size}, "
           f"{model.num_classes} classes{' (ImageNet names)' if named else ''}, "
           f"preprocessing mean {list(n.mean)} std {list(n.std)}{' BGR' if n.bgr else ''}")
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+
+
+def _weights_run(args) -> None:
+    import json
+
+    from .weights import PUBLISHED
+
+    if args.json:
+        print(json.dumps([w.to_dict() for w in PUBLISHED.values()]))
+        return
+    rows = []
+    for w in PUBLISHED.values():
+        config, bn = parse_arch(w.arch)
+        rows.append([w.name, w.arch, config + ("_bn" if bn else ""), f"{w.top1:.2f}", f"{w.top5:.2f}",
+                     "?" if w.size_mib is None else f"{w.size_mib:.1f}", w.url])
+    print(table(rows, ["name", "arch", "paper", "top-1 (%)", "top-5 (%)", "size (MiB)", "URL"]))
+    for source, protocol in dict.fromkeys((w.source, w.protocol) for w in PUBLISHED.values()):
+        print(f"accuracy as {source} reports it: {protocol}")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -322,7 +325,7 @@ def _features_args(p: argparse.ArgumentParser) -> None:
 
 def _features_run(args) -> None:
     from .data import open_dataset
-    from .evaluate import resolve_device
+    from .distributed import resolve_device
     from .features import extract_features
     from .weights import load_any
 
@@ -451,6 +454,8 @@ COMMANDS: dict[str, Command] = {
     "predict": ("classes and probabilities of image files", _predict_args, _predict_run),
     "convert": ("convert torchvision, timm or Keras VGG weights to our checkpoint", _convert_args,
                 _convert_run),
+    "weights": ("list the published weights: architecture, reported accuracy, size, URL", _weights_args,
+                _weights_run),
     "export": ("export a checkpoint to ONNX, TorchScript, safetensors or a torchvision .pth", _export_args,
                _export_run),
     "features": ("Appendix B: very deep features (dense fc7, flips, scales, L2) of a data set",

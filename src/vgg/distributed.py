@@ -1,10 +1,10 @@
-"""Synchronous data parallelism (Sec. 3.1: "each GPU processes a part of the batch, gradients are
+"""Synchronous data parallelism (Sec. 3.3: "each GPU processes a part of the batch, gradients are
 averaged"), as torchrun sets it up: explicit and small.
 
 ``torchrun --nproc_per_node=N -m vgg train ...`` needs no extra flag: :func:`setup` reads RANK,
 WORLD_SIZE and LOCAL_RANK from the environment, joins the process group (NCCL on CUDA, gloo on CPU)
-and picks this process's device. Side effects (files, progress bars, prints) are guarded by
-:func:`is_main`.
+and picks this process's device. Side effects (files, progress bars, prints) happen in the
+process whose :attr:`Context.main` is true.
 """
 
 from __future__ import annotations
@@ -39,18 +39,23 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` means CUDA when available, else CPU; ``cuda`` takes this process's local GPU."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "auto":
+def resolve_device(device: str | None = "auto", local_rank: int = 0) -> torch.device:
+    """The device a command runs on. ``auto`` (or None): CUDA when available, else the CPU; plain
+    ``cuda`` takes this process's local GPU (``local_rank``); anything else torch names (``cpu``,
+    ``cuda:1``, ``mps``) as is. A name torch does not know, or CUDA asked for without CUDA, is a
+    ValueError that names it."""
+    if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"bad device {device!r}: {e}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if device == "cuda":
+            raise ValueError(f"device {device!r} asked for but CUDA is not available")
+        if dev.index is None:
             return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    return torch.device(device)
+    return dev
 
 
 def setup(device: str = "auto") -> Context:
@@ -71,11 +76,6 @@ def setup(device: str = "auto") -> Context:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def is_main() -> bool:
-    """True in the process that writes files and prints: rank 0, or the only process."""
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .files import atomic_write
 from .models import TORCHVISION_NORMALIZATION, VGG, DenseLinear
-from .weights import atomic_write, save_model
+from .weights import save_model
 
 FORMATS = ("onnx", "torchscript", "safetensors", "torchvision")
 TORCHVISION_CONFIGS = ("A", "B", "D", "E")  # torchvision's vgg11, vgg13, vgg16, vgg19 (+ _bn)

@@ -22,9 +22,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import ImageDataset, eval_batches
-from .evaluate import match_channels
-from .models import VGG, prepare_for_inference
-from .weights import atomic_write
+from .engine import prepare_for_inference
+from .evaluation import match_channels
+from .files import atomic_write
+from .models import VGG
 
 # Appendix B's scales for a 224 crop; other crops scale them by crop / 224 (37, 55, 73 at crop 32).
 PAPER_SCALES = (256, 384, 512)

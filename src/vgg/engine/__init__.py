@@ -1,0 +1,65 @@
+"""The CPU inference engine: it wraps a :class:`~vgg.models.VGG` from outside, and the net knows
+nothing of it.
+
+- :mod:`.guards`: which private torch ops the engine calls and whether this torch has them; which
+  calls it may take (:func:`cpu_inference_call`); when packed weights are stale (:func:`tensors_key`).
+- :mod:`.fused`: :class:`FusedFeatures`, the feature stack with every conv (BatchNorm folded in) and
+  its ReLU as one prepacked oneDNN primitive (:class:`FusedConv`).
+- :mod:`.winograd`: :class:`Winograd3x3`, F(4x4, 3x3) for the big 3x3 convs, and when it pays.
+- :mod:`.linear`: :class:`PackedLinear`, the FC layers' matmul on a prepacked weight.
+
+:func:`attach_cpu_inference` swaps a net's feature stack and FC layers for these (the same parameter
+objects, the same state-dict keys); they take the inference calls they can and run the plain modules
+for every other call, so training steps are untouched. Measured speed-ups: BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import VGG, DenseLinear
+from .fused import FusedConv, FusedFeatures
+from .guards import cpu_inference_call, tensors_key, warn_if_missing
+from .linear import PackedLinear
+from .winograd import Winograd3x3
+
+__all__ = [
+    "FusedConv", "FusedFeatures", "PackedLinear", "Winograd3x3", "attach_cpu_inference",
+    "cpu_inference_call", "prepare_for_inference", "tensors_key",
+]
+
+
+def prepare_for_inference(model: VGG, device: str | torch.device = "cpu") -> VGG:
+    """The model as every inference path runs it: eval mode, on ``device``, channels_last, and on
+    the CPU the engine (:func:`attach_cpu_inference`).
+
+    channels_last lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolutions; on the CPU the
+    fused conv+ReLU with prepacked weights, Winograd for the big convs of 128 channels and more
+    (:class:`Winograd3x3`) and the prepacked FC layers (:class:`PackedLinear`) each add to it
+    (BENCHMARKS.md, Inference). The input needs no conversion: a channels_last weight makes the
+    convolution produce channels_last output.
+    """
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    if torch.device(device).type == "cpu":
+        attach_cpu_inference(model)
+    return model
+
+
+def attach_cpu_inference(model: VGG) -> VGG:
+    """Give a CPU model the fused feature runner and the prepacked FC layers for its inference calls
+    (eval mode, no autograd, float32); training steps keep running the modules. A training loop may
+    call this once (before building its optimizer or after: the parameters stay the same objects) so
+    that its validation passes take the fast path too.
+
+    ``model.features`` becomes a :class:`FusedFeatures` and each :class:`~vgg.models.DenseLinear` of
+    ``model.classifier`` a :class:`PackedLinear`, holding the same layers and Parameters; attaching
+    again changes nothing. Where this torch lacks the oneDNN ops the engine calls, it warns once and
+    leaves the modules as they are."""
+    warn_if_missing()
+    if FusedFeatures.available() and not isinstance(model.features, FusedFeatures):
+        model.features = FusedFeatures.of(model.features)
+    if PackedLinear.available():
+        for i, layer in enumerate(list(model.classifier)):
+            if isinstance(layer, DenseLinear) and not isinstance(layer, PackedLinear):
+                model.classifier[i] = PackedLinear.of(layer)
+    return model

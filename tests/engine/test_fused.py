@@ -1,0 +1,73 @@
+"""The fused feature runner against the modules it runs."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from vgg.engine import FusedFeatures, prepare_for_inference
+from vgg.engine import winograd as W
+
+pytestmark = pytest.mark.skipif(not FusedFeatures.available(), reason="needs torch's oneDNN CPU ops")
+
+
+@pytest.mark.parametrize("winograd", [False, True])
+@pytest.mark.parametrize("arch,crop", [("vgg16", 32), ("vgg16_bn", 32), ("vgg11_lrn", 64), ("vgg16_c", 32)])
+def test_fused_runner_matches_the_modules(arch, crop, winograd, monkeypatch, tiny):
+    # The tiny nets have at most 128 channels: lower the Winograd threshold to run it in every 3x3 conv.
+    monkeypatch.setattr(W, "WINOGRAD_MIN_CHANNELS", 1 if winograd else 10**6)
+    monkeypatch.setattr(W, "WINOGRAD_MIN_MACS", 0)
+    monkeypatch.setattr(W, "WINOGRAD_MIN_SIDE", 1)
+    base = tiny(arch, crop)
+    fast = prepare_for_inference(copy.deepcopy(base))
+    assert isinstance(fast.features, FusedFeatures)
+    with torch.inference_mode():
+        fast(torch.randn(1, 3, crop, crop))
+    n_winograd = sum(getattr(step, "winograd", None) is not None for step in fast.features._plan)
+    n_3x3 = sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in base.features)
+    assert n_winograd == (n_3x3 if winograd else 0)
+    for shape in [(1, 3, crop, crop), (3, 3, crop + 32, crop + 64), (2, 3, crop, crop)]:
+        x = 50 * torch.randn(*shape)
+        with torch.inference_mode():
+            ref, out = base(x), fast(x)
+            ref_map, out_map = base.score_map(x), fast.score_map(x)
+        # the same convolutions (BN folded into them reorders the arithmetic a little)
+        tol = dict(rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, ref, **tol)
+        torch.testing.assert_close(out_map, ref_map, **tol)
+
+
+def test_fused_runner_follows_weight_changes_and_copies(tiny):
+    base = tiny("vgg11_bn")
+    fast = prepare_for_inference(copy.deepcopy(base))
+    x = 50 * torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        fast(x)  # packs the weights
+    state = {k: v * 1.5 if v.is_floating_point() else v for k, v in base.state_dict().items()}
+    base.load_state_dict(state)
+    fast.load_state_dict(state)
+    with torch.no_grad():
+        fast.features[0].bias.add_(0.25)
+        base.features[0].bias.add_(0.25)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), base(x), rtol=1e-4, atol=1e-5)
+        copied = copy.deepcopy(fast)
+        torch.testing.assert_close(copied(x), fast(x))
+
+
+def test_fused_runner_stays_out_of_training_and_autograd(tiny):
+    model = prepare_for_inference(tiny("vgg11"))
+    fused = model.features
+    x = 50 * torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert fused.usable(x)
+    assert not fused.usable(x)  # autograd on: the modules run, gradients flow
+    model(x).sum().backward()
+    assert model.features[0].weight.grad is not None
+    model.train()
+    with torch.no_grad():
+        assert not fused.usable(x)
+    model.eval()
+    with torch.no_grad():
+        assert not fused.usable(x.double())

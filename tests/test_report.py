@@ -1,0 +1,14 @@
+"""Presentation: the confusion matrix PNG and the one scale formatter."""
+
+from vgg import report
+
+
+def test_confusion_png(tmp_path):
+    path = report.save_confusion_png([[3, 1], [0, 4]], ["cat", "dog"], tmp_path / "c" / "conf.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_format_scale_writes_fixed_and_jittered_s():
+    assert report.format_scale((256, 256)) == "256"
+    assert report.format_scale((256, 512)) == "[256,512]"  # the training log
+    assert report.format_scale([256, 512], sep=";") == "[256;512]"  # the evaluation table (Tables 3-6)
