@@ -2,11 +2,13 @@
 reference loop written here, and end-to-end training from real data against synthetic tensors.
 
 - steps: images/s of VGG16 at 224 and VGG11 at 32x32 (1 channel, 10 classes: Fashion-MNIST's shape).
-  Ours is the model `vgg train` builds (``vgg.train.build_model``, channels_last on CPU as the loop
-  does, ``param_groups`` for SGD) stepped by ``vgg.train.forward_backward`` + ``optimizer.step``.
+  Ours is the model `vgg train` builds (``vgg.training.build_model``, channels_last as the loop
+  does, ``param_groups`` for SGD) stepped by ``vgg.training.forward_backward`` + ``optimizer.step``.
   The reference is an nn.Sequential with the same layers and weights (NCHW, flatten + nn.Linear
-  head), torch.optim.SGD with the same momentum and weight decay, F.cross_entropy, backward, step.
-  A large matmul timed in the same rounds gives the model FLOP utilisation (3 x forward FLOPs).
+  head), torch.optim.SGD with the same momentum and weight decay, F.cross_entropy, backward, step,
+  in the same precision as ours: bf16 autocast on CUDA (as `vgg train`), fp32 on the CPU.
+  A large matmul timed in the same rounds, in that precision too (bf16 on CUDA, fp32 on the CPU),
+  gives the model FLOP utilisation (3 x forward FLOPs).
 - end to end: the same step fed by ``vgg.data.train_batches`` (decode, Sec. 3.1 augmentation,
   normalise) against the same step on one synthetic tensor: generated ImageNet-like JPEGs
   (500x375, benchmarks/data.py) for the 224 net, Fashion-MNIST in memory for the 32x32 net.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,9 +30,10 @@ from torch import nn
 
 from common import interleaved, machine, median, print_table, ratio, write_json
 from inference import eager_reference
-from vgg import data
-from vgg import train as vtrain
+from vgg import data, distributed
+from vgg import training as vtrain
 from vgg.models import Normalization, layer_table
+from vgg.training.loop import CPU_CHANNELS_LAST
 
 
 def reference_net(model) -> nn.Sequential:
@@ -45,25 +49,25 @@ def pixels(batch: int, channels: int, crop: int, device) -> torch.Tensor:
 
 
 def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, width: float = 1.0):
-    """The model and optimizer as `vgg train` prepares them (vgg.train._train, CPU device)."""
+    """The model and optimizer as `vgg train` prepares them (vgg.training.loop)."""
     config = vtrain.TrainConfig(arch=arch, crop_size=crop, width=width, batch_size=batch, progress=False)
     stats = {"mean": [118.0] * channels}
     model = vtrain.build_model(config, [str(k) for k in range(classes)], channels, stats)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     model.to(device)
-    channels_last = cuda or vtrain.CPU_CHANNELS_LAST
+    channels_last = cuda or CPU_CHANNELS_LAST
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(vtrain.param_groups(model), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    net, no_sync = vtrain.wrap(model, vtrain.distributed.Context(device=device), False)
+    net, no_sync = vtrain.wrap(model, distributed.Context(device=device), False)
     model.train()
     amp = cuda and config.amp
 
     def step(images, labels):
         optimizer.zero_grad(set_to_none=True)
-        out = vtrain.forward_backward(net, images, labels, len(labels), amp, no_sync)
+        out = vtrain.forward_backward(net, vtrain.CLASSIFICATION, images, labels, len(labels), amp, no_sync)
         # The loop's per-step sync on CPU (loss check) before the update.
         out.tolist()
         optimizer.step()
@@ -75,10 +79,15 @@ def reference_setup(model, config, device):
     ref = reference_net(model).to(device)
     opt = torch.optim.SGD(ref.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
+    # Like with like: ours trains in bf16 autocast on CUDA (`vgg train --amp`, the default), so does
+    # the reference; both fp32 on the CPU.
+    amp = device.type == "cuda" and config.amp
 
     def step(images, labels):
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(ref(images), labels)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+            logits = ref(images)
+        loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
         opt.step()
 
@@ -94,7 +103,9 @@ def step_benchmark(name: str, arch: str, crop: int, channels: int, classes: int,
     y = torch.randint(0, classes, (batch,), device=device)
     x_ours = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     n = 4096 if device.type == "cpu" else 8192  # about as long as a step, under the same load
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    # The peak in the steps' precision: bf16 on CUDA (an fp32 peak there lets MFU pass 100%).
+    dtype = torch.bfloat16 if device.type == "cuda" and config.amp else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     times = interleaved({"ours": lambda: ours(x_ours, y), "reference": lambda: ref(x, y),
                          "matmul": lambda: a @ b}, rounds)
     macs = sum(r["macs"] for r in layer_table(model, crop))
@@ -103,7 +114,7 @@ def step_benchmark(name: str, arch: str, crop: int, channels: int, classes: int,
     r = ratio(times, "ours", "reference")
     return {"name": name, "arch": arch, "crop": crop, "batch": batch, "images_per_s": ips,
             "vs_reference": list(r), "mfu": 3 * 2 * macs * ips["ours"] / peak, "matmul_gflops": peak / 1e9,
-            "rounds_s": times}
+            "matmul_dtype": str(dtype).removeprefix("torch."), "rounds_s": times}
 
 
 def forever(make_epoch):
