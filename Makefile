@@ -27,13 +27,15 @@ data: setup
 	fi
 
 # Train a VGG (B with BN, width 0.25) on Fashion-MNIST with the paper's recipe (recipes/demo.toml),
-# then evaluate it on the official test split with the paper's dense multi-scale protocol.
+# then evaluate it on the official test split with the paper's dense multi-scale protocol. Each run
+# replaces runs/demo (and says so).
 DEMO := runs/demo
 demo: setup data
-	@rm -rf $(DEMO); start=$$(date +%s); \
+	@if [ -e $(DEMO) ]; then echo "make demo: replacing the previous run in $(DEMO)"; fi; \
+	rm -rf $(DEMO); start=$$(date +%s); \
 	$(VGG) train --config recipes/demo.toml --output $(DEMO) && \
-	$(VGG) evaluate $(DEMO) --split test --protocol dense --json $(DEMO)/test.json \
-	    --confusion $(DEMO)/confusion.png --no-progress && \
+	$(VGG) evaluate $(DEMO) --split test --protocol dense --floor-pooling --json $(DEMO)/test.json \
+	    --confusion $(DEMO)/confusion.png && \
 	echo "" && echo "demo finished in $$(( $$(date +%s) - start )) s (training + evaluation)." && \
 	echo "plots: $(DEMO)/curves.png (loss, accuracy, learning rate per epoch)," \
 	     "$(DEMO)/confusion.png (test confusion matrix)" && \

@@ -12,3 +12,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def loc_runs(tmp_path_factory):
+    """A classifier and a localisation net trained on a folder of cluttered garments with boxes
+    (tests/support.py: loc_training); shared by the localisation tests of training and evaluation."""
+    from support import loc_training
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return loc_training(tmp_path_factory.mktemp("loc"))
+    finally:
+        torch.set_num_threads(threads)

@@ -52,3 +52,28 @@ def test_help_and_module_entry():
     assert out.returncode == 0 and "models" in out.stdout and "summary" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "vgg", "summary"], capture_output=True, text=True)
     assert bad.returncode == 2 and "arch" in bad.stderr
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["train", "--epoch", "3"], "--epochs"),  # an abbreviation is not expanded (it would train VGG11 at 224)
+    (["train", "--epohcs", "3"], "--epochs"),
+    (["evaluate", "run", "--no-progres"], "--no-progress"),
+    (["summary", "A", "--num-class", "10"], "--num-classes"),
+])
+def test_an_unknown_or_abbreviated_flag_is_an_error_naming_the_closest(argv, hint, capsys, monkeypatch):
+    import vgg.cli
+
+    ran = []  # the command must not run at all
+    help_text, add_args, _ = vgg.cli.COMMANDS[argv[0]]
+    monkeypatch.setitem(vgg.cli.COMMANDS, argv[0], (help_text, add_args, ran.append))
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and not ran
+    assert err.startswith(f"usage: vgg {argv[0]} ")  # the subcommand's usage, not the top level's
+    assert f"vgg {argv[0]}: error: unrecognized argument" in err and f"(did you mean {hint}?)" in err
+
+
+def test_pooling_flags(tmp_path, capsys):
+    assert main(["evaluate", "x.safetensors", "--floor-pooling", "--ceil-pooling"]) == 2
+    assert "give --floor-pooling or --ceil-pooling, not both" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vgg
+from support import assert_close_relative, order_one
 from vgg.export import export_model, torchvision_problems
 from vgg.models import CAFFE_NORMALIZATION
 from vgg.weights import load_any, torch_load_safe
@@ -56,6 +57,31 @@ def test_onnx_runs_dense_evaluation_at_any_size(tmp_path, arch):
     assert ref.abs().max() > 0.1  # the comparison is not between near-zero outputs
 
 
+def test_onnx_of_a_localisation_net_gives_every_windows_box(tmp_path):
+    from vgg.localization import decode, dense_windows
+    from vgg.training.localization import build_localization_net
+
+    model = build_localization_net(trained_like("A_bn"), "pcr", ["a", "b", "c", "d", "e"]).eval()
+    with torch.no_grad():  # order-1 box outputs (the new layer is N(0, 0.01))
+        torch.nn.init.kaiming_normal_(model.classifier[6].weight)
+    session = ort.InferenceSession(str(export_model(model, tmp_path / "loc.onnx", "onnx")),
+                                   providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "box_params"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["vgg"])["info"]["localization"]["head"] == "pcr" and "window" in meta["outputs"]
+    for n, h, w in ((1, 32, 32), (2, 64, 100)):
+        x = torch.randn(n, 3, h, w)
+        boxes, params = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            ref = model.score_map(x)  # (n, 4K, mh, mw)
+        mh, mw = ref.shape[-2:]
+        # The reference decode: each window's (cx, cy, w, h) relative to it (vgg.localization.boxes).
+        want = decode(ref.view(n, 5, 4, mh, mw).permute(0, 1, 3, 4, 2), dense_windows(mh, mw, 32))
+        assert boxes.shape == (n, 5, 4, mh, mw)
+        assert_close_relative(torch.from_numpy(params), ref)
+        assert_close_relative(torch.from_numpy(boxes).permute(0, 1, 3, 4, 2), want)
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_torchscript_runs_at_any_size_and_keeps_metadata(tmp_path):
     model = trained_like("B")
@@ -79,7 +105,7 @@ def test_safetensors_export_is_our_checkpoint(tmp_path):
 
 
 def test_torchvision_export_is_a_plain_state_dict_in_torchvision_layout(tmp_path):
-    model = vgg.create_model("vgg11", num_classes=3).eval()  # full size: torchvision's shapes
+    model = order_one(vgg.create_model("vgg11", num_classes=3))  # full size: torchvision's shapes
     model.normalization = CAFFE_NORMALIZATION  # e.g. converted from Keras: the .pth cannot say so
     with pytest.warns(UserWarning, match="a .pth does not carry it"):
         path = export_model(model, tmp_path / "vgg11.pth", "torchvision")
@@ -90,7 +116,14 @@ def test_torchvision_export_is_a_plain_state_dict_in_torchvision_layout(tmp_path
     expected += [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
     assert list(state) == expected
     assert state["classifier.0.weight"].shape == (4096, 25088)
-    assert load_any(path).arch == "vgg11"  # and it reads back as torchvision's format
+    for k, v in model.state_dict().items():
+        assert torch.equal(state[k], v), k
+    loaded = load_any(path)  # it reads back as torchvision's format, and computes the same logits
+    assert loaded.arch == "vgg11"
+    loaded.normalization = model.normalization
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert_close_relative(loaded.eval()(x), model(x), rtol=1e-5)
 
 
 def test_torchvision_export_refuses_what_torchvision_cannot_hold(tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 import vgg
 from vgg.cli import main
 from vgg.data import TensorDataset, open_dataset, rescale_shorter
+from vgg.evaluation import caffe_pooling
 from vgg.features import Features, extract_features, feature_scales, image_descriptors, linear_probe
 from vgg.models import TORCHVISION_NORMALIZATION, Normalization
 from vgg.weights import save_model
@@ -72,7 +73,8 @@ def test_features_average_or_stack_scales_then_l2_normalise(stack):
     model, data = tiny(), grey_dataset()
     scales = [32, 48]
     result = extract_features(model, data, scales=scales, stack=stack, batch_size=4, progress=False)
-    per_scale = [reference_descriptor(model, rescale_shorter(data.images, q)) for q in scales]
+    with caffe_pooling(model):  # extract_features pools as Caffe: Q = 48 is not a multiple of 32
+        per_scale = [reference_descriptor(model, rescale_shorter(data.images, q)) for q in scales]
     expected = torch.cat(per_scale, 1) if stack else (per_scale[0] + per_scale[1]) / 2
     expected = expected / expected.norm(dim=1, keepdim=True)
     assert result.features.shape == (10, 1024 if stack else 512)
@@ -98,7 +100,8 @@ def test_folder_images_of_different_sizes_keep_their_rows(tmp_path):
     result = extract_features(model, data, scales=[32], batch_size=8, progress=False)
     for row, path in enumerate(data.paths):
         image = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)[None]
-        expected = reference_descriptor(model, rescale_shorter(image, 32))
+        with caffe_pooling(model):  # 40 and 50 are not multiples of 32
+            expected = reference_descriptor(model, rescale_shorter(image, 32))
         torch.testing.assert_close(result.features[row], F.normalize(expected, dim=1)[0], rtol=1e-4,
                                    atol=1e-5)
     assert result.labels.tolist() == data.labels.tolist()
@@ -167,3 +170,15 @@ def test_cli_features_and_linear_probe_on_fashion_mnist(tmp_path, capsys):
     assert main(["features", str(tmp_path / "nothing.pth"), "--data", "fashion-mnist", "--out",
                  str(tmp_path / "x.safetensors")]) == 2
     assert "nothing.pth is neither a file" in capsys.readouterr().err
+
+
+def test_features_pool_as_caffe_unless_floor_pooling():
+    model = tiny()
+    data = grey_dataset(n=4, size=37)  # Q = 37 at crop 32: not a multiple of 32
+    floor = extract_features(model, data, scales=[37], progress=False, ceil_mode=False)
+    ceil = extract_features(model, data, scales=[37], progress=False)
+    with caffe_pooling(model):
+        reference = F.normalize(reference_descriptor(model, data.images), dim=1)
+    assert ceil.info["pooling"] == "ceil" and floor.info["pooling"] == "floor"
+    torch.testing.assert_close(ceil.features, reference, rtol=1e-5, atol=1e-6)
+    assert (ceil.features - floor.features).abs().max() > 1e-3

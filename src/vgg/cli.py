@@ -2,6 +2,8 @@
 
 Each command is a pair (add its arguments, run it). Errors a user can cause (bad names, missing
 files, bad values) end as one line on stderr and exit code 2; ``VGG_DEBUG=1`` shows the traceback.
+``vgg train`` also ends with 3 (the loss became NaN), and with 130 or 143 when Ctrl-C or SIGTERM
+stopped it after writing a resumable checkpoint (``vgg.training.stopping``).
 """
 
 from __future__ import annotations
@@ -88,9 +90,22 @@ def _protocol_args(p: argparse.ArgumentParser, several: bool) -> None:
     p.add_argument("--no-flip", action="store_true", help="leave out the horizontally flipped views")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="float32 on the GPU (default: bfloat16 autocast)")
-    p.add_argument("--ceil-pooling", action="store_true",
-                   help="pool as Caffe (the paper's code): sizes rounded up, so a side that is not a "
-                   "multiple of 32 is seen whole in dense views (same result on multiples of 32)")
+    _pooling_args(p)
+
+
+def _pooling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--floor-pooling", action="store_true",
+                   help="pool as PyTorch (sizes rounded down): dense views lose the last pixels of a side "
+                   "that is not a multiple of 32; default: as Caffe (the paper's code), the whole image")
+    # Caffe's rounding used to be opt-in; it is the default now, and the old flag still says so.
+    p.add_argument("--ceil-pooling", action="store_true", help=argparse.SUPPRESS)
+
+
+def _ceil_mode(args) -> bool:
+    """Dense views pool as Caffe (rounding up) unless --floor-pooling; --ceil-pooling is the default."""
+    if args.floor_pooling and args.ceil_pooling:
+        raise ValueError("give --floor-pooling or --ceil-pooling, not both (ceil, Caffe's, is the default)")
+    return not args.floor_pooling
 
 
 def _checkpoints(args, items: list[str]) -> list[str]:
@@ -100,10 +115,14 @@ def _checkpoints(args, items: list[str]) -> list[str]:
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoints", nargs="*", metavar="CKPT",
                    help="checkpoint file or run folder; several are fused (posteriors averaged)")
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or a folder with train/ val/ "
-                   "[test/] (default fashion-mnist)")
+    p.add_argument("--data", default=None, help="fashion-mnist, fashion-mnist-loc or a folder with train/ "
+                   "val/ [test/] (default fashion-mnist; a localisation net: the data it was trained on)")
     p.add_argument("--split", choices=["train", "val", "test"], default="val", help="default val")
     _protocol_args(p, several=True)
+    _localization_args(p)
+    p.add_argument("--gt-class", action="store_true",
+                   help="localisation: the box of the true class, classification factored out (Table 8)")
+    p.add_argument("--strict", action="store_true", help="localisation: refuse any bad box annotation")
     p.add_argument("--breakdown", action="store_true",
                    help="also every net alone at one and at all its scales (Tables 3-6 in one run)")
     p.add_argument("--limit", type=int, help="only the first N images")
@@ -111,19 +130,39 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0)")
     p.add_argument("--json", metavar="PATH", help="write every number as JSON")
     p.add_argument("--confusion", metavar="PNG",
-                   help="confusion matrix image (default confusion_PROTOCOL.png beside --json, or here)")
+                   help="confusion matrix image (default confusion_SPLIT_PROTOCOL.png beside --json, else "
+                   "in the first checkpoint's run folder, else here)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _localization_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--classifier", action="append", default=[], metavar="CLS_RUN",
+                   help="localisation: the classification net whose scores rank the boxes (App. A.1; "
+                   "repeatable: fused)")
+    p.add_argument("--boxes", nargs="+", metavar="[SPLIT=]PATH",
+                   help="localisation: a folder split's box annotations (VOC XML, Kaggle's or a plain CSV)")
 
 
 def _evaluate_run(args) -> None:
     from .evaluation import EvalConfig, run_evaluate
+    from .evaluation.localization_commands import is_localization_checkpoint, run_localization_evaluate
 
+    checkpoints = _checkpoints(args, args.checkpoints)
+    if args.gt_class or args.classifier or any(is_localization_checkpoint(c) for c in checkpoints):
+        run_localization_evaluate(
+            checkpoints, classifiers=args.classifier, data=args.data, split=args.split,
+            protocols=args.protocol, gt_class=args.gt_class, scales=args.scales,
+            single_scale=args.single_scale, flip=False if args.no_flip else None, limit=args.limit,
+            boxes=args.boxes, strict=args.strict, batch_size=args.batch_size, workers=args.workers,
+            device=args.device, amp=not args.no_amp, ceil_mode=_ceil_mode(args), json_path=args.json,
+            progress=not args.no_progress)
+        return
     run_evaluate(EvalConfig(
-        checkpoints=_checkpoints(args, args.checkpoints), data=args.data, split=args.split,
+        checkpoints=checkpoints, data=args.data or "fashion-mnist", split=args.split,
         protocols=args.protocol, scales=args.scales, single_scale=args.single_scale,
         breakdown=args.breakdown,
         flip=False if args.no_flip else None, limit=args.limit, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, amp=not args.no_amp, ceil_mode=args.ceil_pooling,
+        workers=args.workers, device=args.device, amp=not args.no_amp, ceil_mode=_ceil_mode(args),
         json=args.json,
         confusion=args.confusion,
         progress=not args.no_progress))
@@ -135,17 +174,27 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     _protocol_args(p, several=False)
     p.add_argument("--topk", type=int, default=5, help="classes shown per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--classifier", action="append", default=[], metavar="CLS_RUN",
+                   help="localisation: the classification net whose scores rank the boxes (repeatable)")
+    p.add_argument("--draw", metavar="DIR", help="localisation: a PNG of each image with its boxes, in DIR")
 
 
 def _predict_run(args) -> None:
     from .evaluation import run_predict
+    from .evaluation.localization_commands import is_localization_checkpoint, run_localization_predict
 
     ckpts, inputs = (args.pretrained, args.items) if args.pretrained else (args.items[:1], args.items[1:])
     if not inputs:
         raise ValueError("give image files or folders after the checkpoint")
+    if args.classifier or args.draw or any(is_localization_checkpoint(c) for c in ckpts):
+        run_localization_predict(ckpts, inputs, classifiers=args.classifier, scales=args.scales,
+                                 single_scale=args.single_scale, flip=False if args.no_flip else None,
+                                 topk=args.topk, device=args.device, amp=not args.no_amp,
+                                 ceil_mode=_ceil_mode(args), as_json=args.json, draw=args.draw)
+        return
     run_predict(ckpts, inputs, protocol=args.protocol, scales=args.scales,
                 flip=False if args.no_flip else None, single_scale=args.single_scale, topk=args.topk,
-                device=args.device, amp=not args.no_amp, ceil_mode=args.ceil_pooling, as_json=args.json)
+                device=args.device, amp=not args.no_amp, ceil_mode=_ceil_mode(args), as_json=args.json)
 
 
 # -- vgg train / vgg finetune (Sec. 3.1) ---------------------------------------------------------------
@@ -179,6 +228,9 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--momentum", type=float, default=S, help="default 0.9")
     p.add_argument("--weight-decay", "--wd", dest="weight_decay", type=float, default=S,
                    help="default 5e-4")
+    p.add_argument("--decay-bias-norm", action=yes_no, default=S,
+                   help="weight decay on biases and BatchNorm too (default: on, every parameter decays; "
+                   "the paper does not say)")
     p.add_argument("--dropout", type=float, default=S, help="on fc6 and fc7 (default 0.5)")
     p.add_argument("--lr-patience", type=int, default=S,
                    help="epochs without val-accuracy gain before lr / 10 (default 2)")
@@ -201,7 +253,19 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--unfreeze-lr-scale", type=float, default=S,
                    help="lr multiplier once everything trains (fine-tuning stage 2)")
     p.add_argument("--reset-head", action=yes_no, default=S, help="new last layer even if the classes fit")
+    p.add_argument("--task", choices=["classification", "localization"], default=S,
+                   help="what is learned: classification (default) or localization (App. A: box regression "
+                   "from a classifier given by --init-from; lr 1e-3 unless given)")
+    p.add_argument("--head", choices=["pcr", "scr"], default=S,
+                   help="localisation: a box per class (pcr, default) or one shared box (scr)")
+    p.add_argument("--finetune", choices=["all", "fc"], default=S,
+                   help="fine-tune all layers (default) or only the FC layers (as OverFeat)")
+    p.add_argument("--boxes", nargs="+", default=S, metavar="[SPLIT=]PATH",
+                   help="localisation: box annotations of a folder, e.g. train=LOC_train_solution.csv "
+                   "val=ann/val (default: found beside the images)")
     p.add_argument("--val-scale", type=int, default=S, help="validation Q (default (Smin+Smax)/2)")
+    p.add_argument("--floor-pooling", action=yes_no, default=S,
+                   help="dense validation and test pool as PyTorch (rounded down) instead of as Caffe")
     p.add_argument("--val-size", type=int, default=S, help="Fashion-MNIST images held out for val (5000)")
     p.add_argument("--test", action=yes_no, default=S,
                    help="evaluate the best checkpoint on the test split at the end")
@@ -223,7 +287,7 @@ def _train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
 
 
 def _train_run(args, defaults: dict | None = None) -> None:
-    from .training import NonFiniteLoss, config_keys, run_config, train
+    from .training import NonFiniteLoss, Stopped, config_keys, run_config, train
 
     flags = {k: v for k, v in vars(args).items() if k in config_keys()}
     config = run_config(args.config, flags, defaults, resume=args.resume)
@@ -232,6 +296,9 @@ def _train_run(args, defaults: dict | None = None) -> None:
     except NonFiniteLoss as e:
         print(f"vgg {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(3) from None
+    except Stopped as e:  # Ctrl-C or SIGTERM: checkpointed; exit 130 or 143 (128 + the signal)
+        print(f"vgg {args.command}: {e}", file=sys.stderr)
+        raise SystemExit(e.code) from None
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
@@ -316,6 +383,7 @@ def _features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", type=int, nargs="+", metavar="Q",
                    help="test scales (shorter side); default Appendix B's 256 384 512 times crop/224")
     p.add_argument("--stack", action="store_true", help="concatenate the scales instead of averaging them")
+    _pooling_args(p)
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--workers", type=int, default=0, help="image decoding processes (default 0)")
@@ -333,7 +401,7 @@ def _features_run(args) -> None:
     dataset = open_dataset(args.data, args.split, limit=args.limit)
     result = extract_features(load_any(args.ckpt), dataset, scales=args.scales, stack=args.stack,
                               batch_size=args.batch_size, workers=args.workers, device=device,
-                              progress=not args.no_progress)
+                              ceil_mode=_ceil_mode(args), progress=not args.no_progress)
     path = result.save(args.out)
     how = "stacked" if args.stack else "averaged"
     print(f"{path}: {len(result.labels)} images x {result.features.shape[1]} features "
@@ -369,13 +437,16 @@ def _probe_run(args) -> None:
 # -- vgg data ------------------------------------------------------------------------------------------
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", metavar="DATA", help="'fashion-mnist' or a folder root with train/ val/ [test/]")
+    p.add_argument("data", metavar="DATA",
+                   help="'fashion-mnist', 'fashion-mnist-loc' or a folder root with train/ val/ [test/]")
     p.add_argument("--check", action="store_true", help="decode every image; list the unreadable ones")
     p.add_argument("--stats", action="store_true",
                    help="the training set's mean and PCA colour components (0-255 scale)")
     p.add_argument("--val-size", type=int, default=5000, help="Fashion-MNIST's held-out val (default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the val split and of --stats' sample")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
+    p.add_argument("--draw", metavar="PNG", help="a grid of training images with their boxes (App. A)")
+    p.add_argument("--boxes", nargs="+", metavar="[SPLIT=]PATH", help="a folder's box annotations for --draw")
 
 
 def _data_run(args) -> None:
@@ -409,6 +480,14 @@ def _data_run(args) -> None:
         print("mean (0-255): " + ", ".join(f"{v:.3f}" for v in st["mean"]))
         print("PCA eigval: " + ", ".join(f"{v:.4f}" for v in st["eigval"]))
         print("PCA eigvec (columns): " + json.dumps([[round(v, 4) for v in row] for row in st["eigvec"]]))
+    if args.draw:
+        from .data import open_box_dataset, sample_picture
+
+        boxed = open_box_dataset(args.data, "train", limit=16, val_size=args.val_size, boxes=args.boxes)
+        sample_picture(boxed, args.draw)
+        for where, reason in boxed.problems:
+            print(f"skipped {where}: {reason}")
+        print(f"wrote {args.draw}: {min(16, len(boxed))} training images with their boxes")
 
 
 # -- vgg bench -----------------------------------------------------------------------------------------
@@ -471,21 +550,54 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False everywhere: `--epoch 3` is an error naming --epochs, not a silent --epochs 3
+    # (an unknown word would otherwise run whatever flag it happens to abbreviate).
     parser = argparse.ArgumentParser(
-        prog="vgg", description="The VGG paper (Simonyan & Zisserman, ICLR 2015), complete: "
-        "every network of Table 1, the training recipe, every test protocol.")
+        prog="vgg", allow_abbrev=False, description="The VGG paper (Simonyan & Zisserman, ICLR 2015), "
+        "complete: every network of Table 1, the training recipe, every test protocol.")
     parser.add_argument("--version", action="version", version=f"vgg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_args, run) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         add_args(p)
         p.set_defaults(run=run)
     return parser
 
 
+def closest_flag(parser: argparse.ArgumentParser, word: str) -> str | None:
+    """The valid flag of ``parser`` nearest to ``word`` (``--epohcs`` -> ``--epochs``), if any is near."""
+    import difflib
+
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    flag = word.split("=", 1)[0]
+    starting = [f for f in flags if f.startswith(flag)] if len(flag) > 3 else []
+    close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
+    return starting[0] if len(starting) == 1 else close[0] if close else None
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that an unknown argument is reported by the subcommand's parser:
+    its usage, and the closest valid flag."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command = sub.choices[args.command]
+        # Positionals after an option (`vgg predict LOC --classifier CLS IMAGES...`) belong to the
+        # command's open-ended positional: argparse fills positionals from the first run of them only.
+        spread = [a for a in command._actions if not a.option_strings and a.nargs in ("+", "*")]
+        if spread and not any(u.startswith("-") for u in unknown):
+            getattr(args, spread[-1].dest).extend(unknown)
+            return args
+        flag = next((u for u in unknown if u.startswith("-")), None)
+        hint = closest_flag(command, flag) if flag else None
+        command.error(f"unrecognized argument{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)}"
+                      + (f" (did you mean {hint}?)" if hint else ""))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError) as e:

@@ -10,6 +10,7 @@ process whose :attr:`Context.main` is true.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -66,11 +67,40 @@ def setup(device: str = "auto") -> Context:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     dev = resolve_device(device, local_rank)
     if dev.type == "cuda":
+        check_one_gpu_each(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
                                 device_id=dev if dev.type == "cuda" else None)
     return Context(rank, world, local_rank, dev)
+
+
+def check_one_gpu_each(device: str | None, local_rank: int, local_world_size: int) -> None:
+    """NCCL needs a GPU of its own for each process on a machine: say so, naming the counts, before
+    two processes share one (NCCL's own error comes later and says less)."""
+    gpus = torch.cuda.device_count()
+    if local_world_size > gpus:
+        raise ValueError(f"{local_world_size} processes on this machine (local rank {local_rank}) but "
+                         f"{gpus} CUDA device(s): NCCL needs one GPU per process; start torchrun "
+                         f"with --nproc_per_node={gpus} or fewer, or train on --device cpu (gloo)")
+    if local_world_size > 1 and device not in (None, "", "auto") and torch.device(device).index is not None:
+        raise ValueError(f"--device {device} puts all {local_world_size} processes of this machine on "
+                         "one GPU, which NCCL refuses; use --device cuda (each process takes the GPU "
+                         "of its local rank)")
+
+
+# Where ``amp`` (bf16 autocast) takes effect: CUDA only. On the CPU the nets run in float32 whatever
+# ``amp`` says (``amp`` defaults to on), so a CPU run's numbers do not depend on it. Tests add "cpu"
+# to run the autocast path of the training loop and of the evaluation on the CPU.
+AMP_DEVICES = ("cuda",)
+
+
+def autocast(device: torch.device, amp: bool) -> AbstractContextManager:
+    """bfloat16 autocast on ``device`` when ``amp`` and its kind is in :data:`AMP_DEVICES`; otherwise
+    a context that changes nothing."""
+    if amp and device.type in AMP_DEVICES:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def cleanup() -> None:

@@ -28,6 +28,10 @@ TORCHVISION_CONFIGS = ("A", "B", "D", "E")  # torchvision's vgg11, vgg13, vgg16,
 INPUT_DOC = ("float32 (N, C, H, W), H and W >= crop_size: (pixel - mean) / std per channel on the 0-255 "
              "scale, channels reversed to BGR first when bgr is true")
 OUTPUT_DOC = "logits (N, K): the spatial mean of score_map (N, K, h, w), h = floor(H/32) - crop_size/32 + 1"
+BOX_OUTPUT_DOC = ("boxes (N, K, 4, h, w): the box (x1, y1, x2, y2) in input pixels that the window at map "
+                  "position (i, j), input pixels [32j, 32j + crop) x [32i, 32i + crop), predicts for class "
+                  "k (K = classes for per-class regression, 1 for a single box); box_params (N, 4K, h, w): "
+                  "the raw outputs, (cx, cy, w, h) relative to the window, divided by crop_size")
 
 
 class DenseGraph(nn.Module):
@@ -45,13 +49,38 @@ class DenseGraph(nn.Module):
         return x.mean(dim=(2, 3)), x
 
 
+class BoxGraph(nn.Module):
+    """A localisation net (App. A.1) as one size-generic graph: the dense box map (the score map of
+    its box outputs, Sec. 3.2), and every window's box decoded in input pixels (the encoding of
+    :mod:`vgg.localization.boxes`). Returns (boxes (N, K, 4, h, w), box_params (N, 4K, h, w))."""
+
+    def __init__(self, model: VGG):
+        super().__init__()
+        self.dense, self.crop = DenseGraph(model), float(model.crop_size)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        _, params = self.dense(images)
+        n, _, h, w = params.shape
+        p = params.view(n, -1, 4, h, w)
+        # Window (i, j) starts at input pixel (32 j, 32 i), five 2x2 poolings (localization.dense_windows).
+        x0 = (torch.arange(w, device=p.device) * 32).to(p.dtype).view(1, 1, 1, w)
+        y0 = (torch.arange(h, device=p.device) * 32).to(p.dtype).view(1, 1, h, 1)
+        cx, cy = x0 + p[:, :, 0] * self.crop, y0 + p[:, :, 1] * self.crop
+        half_w, half_h = p[:, :, 2] * (self.crop / 2), p[:, :, 3] * (self.crop / 2)
+        return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=2), params
+
+
+def _is_localization(model: VGG) -> bool:
+    return bool((model.info or {}).get("localization"))
+
+
 def export_metadata(model: VGG) -> dict[str, str]:
     """String metadata for a runtime file: everything needed to use the graph without this package."""
     n = model.normalization
     return {"vgg": model.metadata_json(), "arch": model.arch, "crop_size": str(model.crop_size),
             "mean": json.dumps(list(n.mean)), "std": json.dumps(list(n.std)),
             "bgr": json.dumps(n.bgr), "classes": json.dumps(model.classes), "input": INPUT_DOC,
-            "outputs": OUTPUT_DOC}
+            "outputs": BOX_OUTPUT_DOC if _is_localization(model) else OUTPUT_DOC}
 
 
 def _example(model: VGG) -> Tensor:
@@ -62,12 +91,15 @@ def _example(model: VGG) -> Tensor:
 
 def export_onnx(model: VGG, path: str | Path, opset: int | None = None) -> Path:
     """ONNX with dynamic batch, height and width (dense evaluation at any size >= the crop), the
-    preprocessing and classes in ``metadata_props``. Needs the ``onnx`` extra (onnx, onnxscript)."""
+    preprocessing and classes in ``metadata_props``; a localisation net's graph gives every window's
+    box (:class:`BoxGraph`). Needs the ``onnx`` extra (onnx, onnxscript)."""
     try:
         import onnx
     except ImportError as e:
         raise ValueError("ONNX export needs onnx and onnxscript: pip install 'vgg[onnx]'") from e
-    graph = DenseGraph(model).eval()
+    localization = _is_localization(model)
+    graph = (BoxGraph(model) if localization else DenseGraph(model)).eval()
+    outputs = ["boxes", "box_params"] if localization else ["logits", "score_map"]
     batch = torch.export.Dim("batch", min=1)
     height = torch.export.Dim("height", min=model.crop_size)
     width = torch.export.Dim("width", min=model.crop_size)
@@ -81,7 +113,7 @@ def export_onnx(model: VGG, path: str | Path, opset: int | None = None) -> Path:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(graph, (_example(model),), str(tmp), dynamo=True, verbose=False,
-                                  input_names=["images"], output_names=["logits", "score_map"],
+                                  input_names=["images"], output_names=outputs,
                                   dynamic_shapes=({0: batch, 2: height, 3: width},),
                                   opset_version=opset, external_data=False)
         finally:

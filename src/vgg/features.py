@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .data import ImageDataset, eval_batches
 from .engine import prepare_for_inference
-from .evaluation import match_channels
+from .evaluation import caffe_pooling, match_channels
 from .files import atomic_write
 from .models import VGG
 
@@ -89,10 +90,13 @@ class Features:
 
 def extract_features(model: VGG, dataset: ImageDataset, *, scales: list[int] | None = None,
                      stack: bool = False, batch_size: int = 32, workers: int = 0,
-                     device: str | torch.device = "cpu", progress: bool = True) -> Features:
+                     device: str | torch.device = "cpu", ceil_mode: bool = True,
+                     progress: bool = True) -> Features:
     """Appendix B's descriptors of every image of ``dataset``: per scale Q the dense, flip-averaged
     fc7 descriptor (:func:`image_descriptors`), then averaged over scales (``stack``: concatenated),
-    then L2-normalised. Images that could not be decoded are left out (and warned by the loader)."""
+    then L2-normalised. The net pools as Caffe, so the whole image is seen (``ceil_mode=False``:
+    PyTorch's floor, the last pixels of a side that is not a multiple of 32 left out). Images that
+    could not be decoded are left out (and warned by the loader)."""
     scales = feature_scales(model.crop_size, scales)
     model = prepare_for_inference(model, device)
     n, dim = len(dataset), model.classifier[3].out_features
@@ -105,7 +109,8 @@ def extract_features(model: VGG, dataset: ImageDataset, *, scales: list[int] | N
         batches = eval_batches(dataset, scale=q, batch_size=batch_size, workers=workers, device=device)
         for images, _, index in tqdm(batches, desc=f"features Q={q}", disable=not progress):
             index = index.cpu()
-            features[index, columns] += image_descriptors(model, images).cpu()
+            with caffe_pooling(model) if ceil_mode else nullcontext():
+                features[index, columns] += image_descriptors(model, images).cpu()
             got[index] = True
         seen &= got
     if not stack:
@@ -115,6 +120,7 @@ def extract_features(model: VGG, dataset: ImageDataset, *, scales: list[int] | N
                       stacklevel=2)
     features = F.normalize(features[seen], dim=1)
     info = {"arch": model.arch, "scales": scales, "stack": stack, "dim": int(features.shape[1]),
+            "pooling": "ceil" if ceil_mode else "floor",
             "data": getattr(dataset, "name", None), "split": getattr(dataset, "split", None)}
     return Features(features, dataset.labels[seen].clone(), list(dataset.classes), info)
 

@@ -105,8 +105,9 @@ def write_json(obj, path: str | Path) -> Path:
 
 # -- training ------------------------------------------------------------------------------------------
 
-def plot_curves(history: list[dict], path: Path) -> Path:
-    """Loss, accuracy and learning rate per epoch, as one PNG."""
+def plot_curves(history: list[dict], path: Path, metric: str = "accuracy") -> Path:
+    """Loss, the task's metric (``accuracy``: top-1; ``loc_accuracy``: localisation, App. A) and
+    learning rate per epoch, as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,9 +118,9 @@ def plot_curves(history: list[dict], path: Path) -> Path:
     axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
     axes[0].set_title("loss")
-    axes[1].plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train (augmented)")
-    axes[1].plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val")
-    axes[1].set_title("top-1 accuracy (%)")
+    axes[1].plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train (augmented)")
+    axes[1].plot(epochs, [h[f"val_{metric}"] for h in history], "o-", label="val")
+    axes[1].set_title({"accuracy": "top-1 accuracy (%)"}.get(metric, f"{metric.replace('_', ' ')} (%)"))
     axes[2].plot(epochs, [h["lr"] for h in history], "o-")
     axes[2].set_yscale("log")
     axes[2].set_title("learning rate")

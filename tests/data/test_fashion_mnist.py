@@ -36,7 +36,7 @@ def test_fashion_mnist_splits():
     assert train.images.shape[1:] == (1, 28, 28)
     # train and val partition the official 60,000: no image in both, and together all of them.
     x_all, y_all, _, _ = FM.load_fashion_mnist()
-    tr_idx, va_idx = FM._split_fashion_mnist(5000, 0)
+    tr_idx, va_idx = FM.split_fashion_mnist(5000, 0)
     assert len(np.intersect1d(tr_idx, va_idx)) == 0 and len(np.union1d(tr_idx, va_idx)) == 60000
     assert torch.equal(val.images[:, 0], torch.from_numpy(x_all[va_idx]))
     # Every class is present in val and roughly balanced (6,000 of each in the official train set).

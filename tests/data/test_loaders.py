@@ -203,3 +203,41 @@ def test_bad_files_are_skipped_with_warnings(tmp_path):
     with pytest.raises(ValueError, match=r"bomb\.png: too large to decode safely"):
         open_dataset(str(root), "train", strict=True)
     assert open_dataset(str(root), "val", strict=True).classes == ["cat", "dog"]
+
+
+def test_pinned_non_blocking_transfers_give_the_same_batches(tmp_path, monkeypatch):
+    """The CUDA path of every loader: host batches in page-locked memory (DataLoader's pin_memory for
+    folders, ``pin_memory()`` for in-memory data), copied with non_blocking=True. A CPU-only torch
+    cannot pin, so only the pinning is mocked (a copy, counted); the rest is the code CUDA runs."""
+    import warnings
+
+    import vgg.data.loaders as L
+
+    tensors = tensor_dataset(24, 36, 40, channels=3)
+    folder = open_dataset(str(make_folder(tmp_path, per_class=4)), "train")
+    aug = Augment(32, (32, 48))
+    norm = Normalization((100.0, 110.0, 120.0), (50.0, 60.0, 70.0))
+
+    def passes():
+        train = [_collect(train_batches(ds, augment=aug, normalization=norm, batch_size=4, seed=0, epoch=0,
+                                        workers=workers))
+                 for ds, workers in ((tensors, 0), (folder, 1))]
+        evals = [[tuple(t.clone() for t in b)
+                  for b in eval_batches(ds, scale=40, batch_size=4, workers=workers)]
+                 for ds, workers in ((tensors, 0), (folder, 1))]
+        return train, evals
+
+    plain = passes()
+    pinned = []
+    monkeypatch.setattr(L, "pinned_transfers", lambda device: True)
+    monkeypatch.setattr(torch.Tensor, "pin_memory",
+                        lambda self, *a, **k: pinned.append(self.dtype) or self.clone())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*pin_memory.*", UserWarning)  # DataLoader: no accelerator here
+        got = passes()
+    assert pinned == [torch.uint8, torch.int64] * 6  # images and labels of each in-memory training batch
+    for a, b in zip(plain, got):
+        for batches_a, batches_b in zip(a, b):
+            assert len(batches_a) == len(batches_b) > 0
+            for x, y in zip(batches_a, batches_b):
+                assert all(torch.equal(s, t) for s, t in zip(x, y))

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import vgg
+from support import order_one, spread_predictions
 from vgg.models import Normalization
 
 CROP = 32
@@ -11,14 +12,20 @@ FMNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shir
           "Ankle boot"]
 
 
-def tiny(seed=0, classes=("a", "b", "c", "d", "e", "f"), in_channels=3, train_scale=(32, 48)):
+def tiny(seed=0, classes=("a", "b", "c", "d", "e", "f"), in_channels=3, train_scale=(32, 48), spread_on=None):
+    """A tiny net whose posteriors differ from image to image and between nets (order-1 logits,
+    the classes spread over ``spread_on``, uint8 images of the crop size, by default random ones): an
+    evaluation that mishandles the images shows."""
     torch.manual_seed(seed)
     model = vgg.create_model("A", num_classes=len(classes), crop_size=CROP, width=0.125,
                              in_channels=in_channels, init="glorot")
     model.classes = list(classes)
     model.normalization = Normalization((120.0,) * in_channels, (60.0,) * in_channels)
     model.info = {"train_scale": list(train_scale)}
-    return model.eval()
+    order_one(model, seed)
+    if spread_on is None:
+        spread_on = images(64, CROP, CROP, in_channels, seed=99)
+    return spread_predictions(model, model.normalization(spread_on))
 
 
 def images(n, h, w, c=3, seed=0):

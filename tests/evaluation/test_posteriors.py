@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import vgg
 from evaluation.support import CROP, images, rescale, softmax_of, synthetic_batches, tiny
 from vgg import evaluation as ev
 from vgg.data import grid_offsets
@@ -37,7 +38,8 @@ def test_a_view_set_is_the_mean_of_its_views_posteriors():
         parts = []
         for q in (32, 40):
             y = rescale(img[None], q)
-            parts += [softmax_of(model, y), softmax_of(model, y.flip(-1))]
+            with ev.caffe_pooling(model):  # the default of dense views (the sides are not multiples of 32)
+                parts += [softmax_of(model, y), softmax_of(model, y.flip(-1))]
         torch.testing.assert_close(probs[i:i + 1], torch.stack(parts).mean(0), rtol=1e-5, atol=1e-6)
     # dense+multi-crop: the dense and the multi-crop posteriors averaged (Sec. 4.3), each half 1/2
     both = ev.method_views("dense+multi-crop", [32], flip=True)
@@ -107,11 +109,106 @@ def test_caffe_pooling_sees_a_side_that_is_not_a_multiple_of_32_whole():
     assert all(not m.ceil_mode for m in model.modules() if isinstance(m, torch.nn.MaxPool2d))
     views = ev.method_views("dense", [64])
     y = images(2, 64, 96)
-    plain, _ = ev.fused_posteriors([model], [views], lambda q: [(y, torch.zeros(2), torch.arange(2))], 2)
-    ceil, _ = ev.fused_posteriors([model], [views], lambda q: [(y, torch.zeros(2), torch.arange(2))], 2,
-                                  ceil_mode=True)
+    plain, _ = ev.fused_posteriors([model], [views], lambda q: [(y, torch.zeros(2), torch.arange(2))], 2,
+                                   ceil_mode=False)
+    ceil, _ = ev.fused_posteriors([model], [views], lambda q: [(y, torch.zeros(2), torch.arange(2))], 2)
     torch.testing.assert_close(plain, ceil, rtol=0, atol=0)  # multiples of 32: the same
     batches = lambda q: [(x, torch.zeros(2), torch.arange(2))]  # noqa: E731
     views = ev.method_views("dense", [37])
-    assert not torch.allclose(ev.fused_posteriors([model], [views], batches, 2)[0],
-                              ev.fused_posteriors([model], [views], batches, 2, ceil_mode=True)[0])
+    assert not torch.allclose(ev.fused_posteriors([model], [views], batches, 2, ceil_mode=False)[0],
+                              ev.fused_posteriors([model], [views], batches, 2)[0])
+
+
+def test_dense_views_pool_as_caffe_by_default():
+    # At Q = 34 (the demo's validation scale, not a multiple of 32) the default is Caffe's rounding,
+    # on the plain modules and on the CPU engine alike; --floor-pooling gives PyTorch's.
+    from vgg.engine import prepare_for_inference
+
+    views = ev.method_views("dense", [34], flip=True)
+    x = images(2, 34, 45, seed=4)
+    for model in (tiny(), prepare_for_inference(tiny())):
+        def run(batch, model=model, **kw):
+            return ev.fused_posteriors([model], [views], lambda q: [(batch, torch.zeros(2), torch.arange(2))],
+                                       2, **kw)[0]
+        with ev.caffe_pooling(model):
+            reference = torch.stack([softmax_of(model, x), softmax_of(model, x.flip(-1))]).mean(0)
+        torch.testing.assert_close(run(x), reference, rtol=1e-5, atol=1e-6)
+        assert (run(x) - run(x, ceil_mode=False)).abs().max() > 1e-3
+
+
+def test_a_4_3_image_at_q_256_is_seen_to_its_last_column():
+    # The issue's example at the paper's own size: a 4:3 image at Q = 256 is 256 x 341. PyTorch's
+    # pooling gives a 2 x 4 score map, whose pooling windows end at column 320; Caffe's gives 2 x 5,
+    # a fifth position whose windows reach the last column. The first positions agree (the two differ
+    # only near the right edge, where one pads with zeros what the other sees).
+    torch.manual_seed(0)
+    model = vgg.create_model("A", num_classes=5, width=0.0625, init="glorot").eval()
+    x = (images(1, 256, 341, seed=5).float() - 120) / 60
+    with torch.no_grad():
+        floor = model.score_map(x)
+        with ev.caffe_pooling(model):
+            ceil = model.score_map(x)
+    assert floor.shape[-2:] == (2, 4) and ceil.shape[-2:] == (2, 5)
+    assert floor.abs().mean() > 1e-3  # scores of order 1, so the comparison means something
+    torch.testing.assert_close(ceil[..., :2], floor[..., :2], rtol=1e-5, atol=1e-6)
+    assert (ceil[..., 4:] - floor[..., 3:]).abs().max() > 1e-3
+
+
+# -- the GPU's branches, on the CPU -------------------------------------------------------------------
+
+def test_bf16_autocast_evaluation_runs_the_nets_in_bf16_and_averages_in_float32(monkeypatch):
+    # CUDA's amp path, run on the CPU: the convolutions in bf16, posteriors and averages in float32.
+    from vgg import distributed
+
+    model = tiny()
+    base = [images(1, 40, 52, seed=4)[0], images(1, 44, 36, seed=5)[0], images(1, 40, 52, seed=6)[0]]
+    plan = [ev.method_views("dense", [32, 40], flip=True)]
+    dtypes = []
+    hook = model.features[0].register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    fp32 = ev.posteriors_by_scale([model], plan, synthetic_batches(base), 3)
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    monkeypatch.setattr(distributed, "AMP_DEVICES", ("cuda", "cpu"))
+    bf16 = ev.posteriors_by_scale([model], plan, synthetic_batches(base), 3)
+    hook.remove()
+    assert set(dtypes) == {torch.bfloat16}
+    for key, p in bf16.probs.items():
+        assert p.dtype == torch.float32 and p.sum(1).sub(1).abs().max() < 1e-5, key
+        assert (p - fp32.probs[key]).abs().max() < 0.03  # bf16's 8 bits, on posteriors of order 1
+        assert (p - fp32.probs[key]).abs().max() > 0  # ... and not the float32 run itself
+        assert bf16.seconds[key] > 0
+    assert ev.posteriors_by_scale([model], plan, synthetic_batches(base), 3, amp=False).probs.keys() == \
+        fp32.probs.keys()
+
+
+@pytest.mark.cuda
+def test_the_evaluation_loop_does_not_wait_for_the_gpu_after_each_batch():
+    # Each batch's host-to-GPU copies and the GPU's work are queued without waiting: the number of
+    # synchronising calls does not grow with the number of batches (decoding overlaps the GPU).
+    import warnings
+
+    from vgg import data
+
+    model = tiny().cuda()
+    plan = [ev.method_views("dense", [40], flip=True)]
+
+    def syncs(n_images):
+        labels = torch.zeros(n_images, dtype=torch.long)
+        dataset = data.TensorDataset(images(n_images, 44, 36, seed=7), labels, ["a"], "toy", "test")
+
+        def batches(q):
+            return data.eval_batches(dataset, scale=q, batch_size=4, device="cuda")
+
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                sp = ev.posteriors_by_scale([model], plan, batches, n_images)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert sp.met.all().item() and all(s > 0 for s in sp.seconds.values())
+        return sum("synchroniz" in str(w.message) for w in seen)
+
+    syncs(8)  # warm-up: cuDNN, cuBLAS, the allocator
+    assert syncs(8) == syncs(24)

@@ -38,6 +38,8 @@ def test_evaluate_on_a_data_set_matches_an_independent_computation(checkpoints):
     r = ev.evaluate(model, ds, protocol="dense", scales=[32], flip=False, batch_size=16)
     x = F.interpolate(ds.images.float(), size=(32, 32), mode="bilinear", align_corners=False)
     probs = softmax_of(model, x.round().clamp(0, 255))
+    assert len(set(probs.argmax(1).tolist())) >= 5  # the net tells the images apart
+    torch.testing.assert_close(r.probs, probs, rtol=1e-4, atol=1e-5)
     top1 = (probs.argmax(1) == ds.labels).double().mean().item() * 100
     assert r.metrics["images"] == 40 and r.metrics["top1_accuracy"] == pytest.approx(top1)
     top5 = (probs.topk(5, 1).indices == ds.labels[:, None]).any(1).double().mean().item() * 100
@@ -96,6 +98,7 @@ def test_folder_of_mixed_sizes_is_batched_by_size_and_equals_one_at_a_time(tmp_p
     views = ev.method_views("dense", [32, 40])
     kept = [i for i, p in enumerate(ds.paths) if not p.endswith("broken.png")]
     for row, i in enumerate(kept):
-        one = sum(ev.view_posteriors(model, decode_rescaled(ds.paths[i], q)[None],
-                                     [v for v in views if v.scale == q]) for q in (32, 40))
+        with ev.caffe_pooling(model):  # the default of dense views
+            one = sum(ev.view_posteriors(model, decode_rescaled(ds.paths[i], q)[None],
+                                         [v for v in views if v.scale == q]) for q in (32, 40))
         torch.testing.assert_close(r.probs[row:row + 1], one, rtol=1e-5, atol=1e-6)

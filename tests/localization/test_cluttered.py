@@ -92,7 +92,7 @@ def test_bad_arguments():
 
 
 def test_load_cluttered_splits_and_cache(tmp_path, monkeypatch):
-    import vgg.data
+    import vgg.data.fashion_mnist
 
     monkeypatch.setenv("VGG_HOME", str(tmp_path))
     x, y = garments(60000 // 100)
@@ -105,7 +105,7 @@ def test_load_cluttered_splits_and_cache(tmp_path, monkeypatch):
         calls.append(1)
         return fake_train_x, fake_train_y, test_x, test_y
 
-    monkeypatch.setattr(vgg.data, "load_fashion_mnist", fake_load)
+    monkeypatch.setattr(vgg.data.fashion_mnist, "load_fashion_mnist", fake_load)
     test = C.load_cluttered("test", canvas=32, sizes=(10, 20), clutter=1, patch=4)
     assert test[0].shape == (200, 32, 32) and (test[2] == test_y).all()
     path = C.cache_path("test", canvas=32, sizes=(10, 20), clutter=1, patch=4)

@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import vgg
+from support import assert_close_relative, assert_order_one, lively
 from vgg.models import CONFIGS, conv_layers
 
 
@@ -84,11 +86,13 @@ def test_vgg16_conv_indices_as_spec(meta_model):
 @pytest.mark.parametrize("config", ["A-LRN", "C", "D"])
 @pytest.mark.parametrize("bn", [False, True])
 def test_logits_equal_torchvision_reference(config, bn):
-    model = tiny(config, batch_norm=bn, crop_size=64, width=0.125)
+    # Order-1 logits from a 2x2 fc6 map: a wrong flattening order or layer order shows.
+    model = lively(config, batch_norm=bn, crop_size=64)
     ref = torchvision_reference(config, bn, 7, width=0.125, crop=64).eval()
     ref.load_state_dict(model.state_dict())
     x = torch.randn(3, 3, 64, 64)
-    torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert_close_relative(model(x), ref(x), rtol=1e-5)
 
 
 # -- shapes, gradients ----------------------------------------------------------------------------
@@ -137,10 +141,13 @@ def test_too_small_input_is_an_error():
 @pytest.mark.parametrize("crop,extra", [(32, 1), (32, 3), (64, 2)])
 @pytest.mark.parametrize("bn", [False, True])
 def test_dense_equals_fc_layers_on_each_window(crop, extra, bn):
-    model = tiny("D", crop_size=crop, batch_norm=bn)
+    model = lively("D", crop_size=crop, batch_norm=bn)
     x = torch.randn(2, 3, crop + 32 * extra, crop + 32 * (extra + 1))
-    scores = model.score_map(x)
-    feats = model.forward_features(x)
+    with torch.no_grad():
+        scores = model.score_map(x)
+        feats = model.forward_features(x)
+    assert_order_one(scores)
+    assert_order_one(scores - scores.mean((2, 3), keepdim=True), "the score map's variation")
     k = crop // 32
     fc = [model.classifier[i] for i in (0, 3, 6)]
     for i in range(scores.shape[2]):
@@ -149,8 +156,9 @@ def test_dense_equals_fc_layers_on_each_window(crop, extra, bn):
             h = F.relu(F.linear(window, fc[0].weight, fc[0].bias))
             h = F.relu(F.linear(h, fc[1].weight, fc[1].bias))
             expected = F.linear(h, fc[2].weight, fc[2].bias)
-            torch.testing.assert_close(scores[:, :, i, j], expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(model(x), scores.mean((2, 3)))
+            assert_close_relative(scores[:, :, i, j], expected.detach(), rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), scores.mean((2, 3)))
 
 
 def test_dense_differs_from_running_the_crop_alone():
@@ -187,14 +195,29 @@ def test_reset_classifier_and_heads():
 
 
 def test_feature_taps():
-    model = tiny("D", crop_size=32)
+    model = lively("D", crop_size=32)
     x = torch.randn(2, 3, 64, 64)
-    taps = model.feature_taps(["relu1_2", "relu3_3", "conv5_3", "relu5_3", "fc7"], x)
-    assert list(taps) == ["relu1_2", "relu3_3", "conv5_3", "relu5_3", "fc7"]
+    names = ["relu1_2", "relu3_3", "conv5_3", "relu5_3", "pool5", "fc7"]
+    with torch.no_grad():
+        taps = model.feature_taps(names, x)
+    assert list(taps) == names
     assert taps["relu1_2"].shape == (2, 8, 64, 64)
     assert taps["relu3_3"].shape == (2, 32, 16, 16)
-    assert (taps["conv5_3"] < 0).any()  # taken before the in-place ReLU
+    for name in names:
+        assert_order_one(taps[name], name)
+    assert (taps["conv5_3"] < -0.1).any()  # taken before the in-place ReLU
+    assert (taps["relu1_2"] >= 0).all() and (taps["relu1_2"] == 0).any()  # after the ReLU
     torch.testing.assert_close(taps["relu5_3"], F.relu(taps["conv5_3"]))
+    # Each tap is the named layer's output, from an independent run of the layers.
+    with torch.no_grad():
+        h = x
+        for i, layer in enumerate(model.features):
+            h = layer(h.clone())
+            name = model.feature_names[i]
+            if name in taps:
+                torch.testing.assert_close(taps[name], h, rtol=1e-5, atol=1e-5)
+        fc7 = model.classifier[:4](h)  # fc6, relu6, drop6, fc7
+    torch.testing.assert_close(taps["fc7"], fc7, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown layer names \\['relu6_1'\\]"):
         model.feature_taps(["relu6_1"], x)
 
@@ -203,3 +226,92 @@ def test_config_c_has_one_by_one_convs(meta_model):
     model = meta_model("C")
     kernels = [model.features[i].kernel_size[0] for i in conv_layers(model)]
     assert kernels == [3] * 6 + [1] + [3, 3, 1] + [3, 3, 1]
+
+
+# -- the GPU's branches, on the CPU ---------------------------------------------------------------
+
+@pytest.mark.parametrize("scale, alpha, beta, k", [(30.0, 5e-4, 0.75, 2.0), (1.0, 1.0, 0.75, 1.0)])
+def test_deterministic_lrn_formula_equals_torchs(scale, alpha, beta, k):
+    # The paper's constants on first-layer-sized activations, and a strong normalisation on order-1 inputs.
+    from vgg.models.vgg import local_response_norm
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 16, 5, 6, generator=g) * scale).requires_grad_()
+    ref = F.local_response_norm(x, 5, alpha, beta, k)
+    out = local_response_norm(x, 5, alpha, beta, k)
+    assert (x / ref).std() > 0.05 * (x / ref).mean()  # the window matters: not a constant divisor
+    torch.testing.assert_close(out, ref)
+    (grad_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    assert_close_relative(grad, grad_ref, rtol=1e-5)
+    # bf16 (autocast keeps the first conv's output in it): the window is summed in float32
+    xb = x.detach().bfloat16()
+    torch.testing.assert_close(local_response_norm(xb, 5, alpha, beta, k).float(),
+                               F.local_response_norm(xb.float(), 5, alpha, beta, k), rtol=2e-2, atol=1e-2)
+
+
+class _Ops(TorchDispatchMode):
+    """The aten ops a piece of code runs (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_lrn_avoids_avg_pool3d_off_the_cpu_under_deterministic_algorithms():
+    # The meta device stands in for CUDA (both are "not the CPU"): avg_pool3d's CUDA backward has no
+    # deterministic kernel, so --deterministic A-LRN must not reach it there; the CPU keeps torch's LRN.
+    lrn = tiny("A-LRN").features[2]
+
+    def pools(device, deterministic):
+        x = torch.randn(1, 16, 4, 4, device=device, requires_grad=True)
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(deterministic)
+        try:
+            with _Ops() as ops:
+                lrn(x).sum().backward()
+        finally:
+            torch.use_deterministic_algorithms(before)
+        return {n for n in ops.names if "avg_pool3d" in n}
+
+    assert pools("meta", False) == {"aten.avg_pool3d.default", "aten.avg_pool3d_backward.default"}
+    assert pools("meta", True) == set()
+    assert pools("cpu", True) == {"aten.avg_pool3d.default", "aten.avg_pool3d_backward.default"}
+
+
+def test_logits_are_averaged_in_float32_under_autocast():
+    # Dense evaluation averages a bf16 score map under autocast: the mean is taken (and returned) in
+    # float32, not rounded to bf16 first (CPU autocast runs the same code as CUDA's).
+    model = lively("A")
+    x = torch.randn(3, 3, 96, 96)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model.score_map(x)
+        logits = model(x)
+    assert scores.dtype == torch.bfloat16 and scores.shape[-2:] == (3, 3)
+    assert logits.dtype == torch.float32
+    assert_close_relative(logits, scores.float().mean((2, 3)), rtol=1e-6)
+    with torch.no_grad():  # float32 without autocast: as before, bit for bit
+        assert torch.equal(model(x), model.score_map(x).mean((2, 3)))
+
+
+@pytest.mark.cuda
+def test_deterministic_lrn_backward_runs_on_cuda(monkeypatch):
+    # --deterministic with A-LRN: torch's LRN would raise at the first backward (avg_pool3d on CUDA).
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as seed_everything sets it (cuBLAS)
+    model = lively("A-LRN").cuda()  # eval mode: no dropout, the same function every call
+    x = torch.randn(4, 3, 32, 32, device="cuda")
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref = torch.autograd.grad(model(x).square().sum(), model.features[0].weight)[0]
+        torch.use_deterministic_algorithms(True)
+        grads = [torch.autograd.grad(model(x).square().sum(), model.features[0].weight)[0] for _ in range(2)]
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+    assert torch.equal(grads[0], grads[1])
+    assert_close_relative(grads[0], ref, rtol=1e-3)

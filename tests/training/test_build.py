@@ -6,7 +6,18 @@ import pytest
 import torch
 
 import vgg
-from support import TINY, epochs_of, run_cli, tiny_config
+from support import (
+    LEARNS_BN,
+    LEARNS_BN_CLI,
+    LEARNS_CLI,
+    TINY,
+    assert_close_relative,
+    assert_learned,
+    epochs_of,
+    learning_config,
+    order_one,
+    tiny_config,
+)
 from vgg import cli, data
 from vgg import training as T
 from vgg.weights import save_model
@@ -16,7 +27,7 @@ def stats():
     return {"mean": [72.0], "eigval": [1.0], "eigvec": [[1.0]]}
 
 
-def test_init_from_shallow_copies_net_a(tmp_path):
+def test_init_from_shallow_copies_net_a(tmp_path, capsys):
     torch.manual_seed(1)
     a = vgg.create_model("A", num_classes=10, width=0.125, crop_size=32, in_channels=1)
     a.normalization = vgg.Normalization((70.0,), (1.0,))
@@ -37,13 +48,17 @@ def test_init_from_shallow_copies_net_a(tmp_path):
         if k.endswith(".weight"):  # (biases start at zero either way)
             assert torch.equal(v, d0.state_dict()[k]) == (k.rsplit(".", 1)[0] not in copied), k
     assert d.normalization.mean == (70.0,)
-    r = run_cli("train", *TINY, "--arch", "D", "--init-from-shallow", str(tmp_path / "a.safetensors"),
-                "--limit", "32", "--batch-size", "8", "--epochs", "1", "--output", str(tmp_path / "d"))
-    assert r.returncode == 0, r.stderr
-    assert vgg.load_model(tmp_path / "d").arch == "vgg16"
-    r = run_cli("train", *TINY, "--arch", "D", "--width", "0.25", "--init-from-shallow",
-                str(tmp_path / "a.safetensors"), "--limit", "32", "--output", str(tmp_path / "bad"))
-    assert r.returncode == 2 and "shape" in r.stderr
+    # From the command line: D (with BN) starts from a trained net A and learns.
+    a_run = T.train(learning_config(tmp_path, "a"))
+    assert_learned(a_run.output)
+    argv = ["train", *TINY, *LEARNS_CLI, *LEARNS_BN_CLI, "--arch", "D", "--init-from-shallow",
+            str(a_run.output)]
+    assert cli.main([*argv, "--output", str(tmp_path / "d")]) == 0
+    assert_learned(tmp_path / "d")
+    assert vgg.load_model(tmp_path / "d").arch == "vgg16_bn"
+    capsys.readouterr()
+    assert cli.main([*argv, "--width", "0.25", "--output", str(tmp_path / "bad")]) == 2
+    assert "shape" in capsys.readouterr().err
 
 
 def test_init_from_checkpoint_and_pretrained_new_head(tmp_path):
@@ -70,8 +85,7 @@ def test_init_from_checkpoint_and_pretrained_new_head(tmp_path):
 
 
 def test_rgb_weights_fit_greyscale_data():
-    torch.manual_seed(3)
-    rgb = vgg.create_model("A", num_classes=4, width=0.125, crop_size=32)
+    rgb = order_one(vgg.create_model("A", num_classes=4, width=0.125, crop_size=32), seed=3)
     rgb.normalization = vgg.Normalization((100.0, 100.0, 100.0), (50.0, 60.0, 70.0))
     grey = vgg.create_model("A", num_classes=4, width=0.125, crop_size=32)
     grey.load_state_dict(rgb.state_dict())
@@ -81,7 +95,7 @@ def test_rgb_weights_fit_greyscale_data():
     with torch.no_grad():
         want = rgb.eval()(rgb.normalization(x.expand(-1, 3, -1, -1)))
         got = grey.eval()(grey.normalization(x))
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert_close_relative(got, want, rtol=1e-4)
 
 
 def test_select_classes():
@@ -98,13 +112,16 @@ def test_select_classes():
 
 
 def test_finetune_from_a_class_subset(tmp_path):
-    keep = [0, 1, 2, 3, 4]
-    pre = T.train(tiny_config(tmp_path, "pre", batch_norm=True, limit=160, classes=keep, epochs=1))
+    keep = [1, 7, 8]
+    pre = T.train(learning_config(tmp_path, "pre", classes=keep, **LEARNS_BN))
+    assert_learned(pre.output)
     source = vgg.load_model(pre.output)
     assert source.classes == [data.FASHION_MNIST_CLASSES[k] for k in keep]
     out = tmp_path / "ft"
-    common = ["--data", "fashion-mnist", "--limit", "64", "--batch-size", "8", "--device", "cpu",
-              "--no-progress", "--output", str(out)]
+    # Without weight decay only the gradients move the weights (decay alone would "train" them).
+    common = ["--data", "fashion-mnist", "--limit", "512", "--batch-size", "16", "--lr", "0.01",
+              "--dropout", "0", "--weight-decay", "0", "--device", "cpu", "--no-progress", "--output",
+              str(out)]
     # Stage 1 only: a new 10-class head, the conv layers (and their BN statistics) untouched.
     assert cli.main(["finetune", "--pretrained", str(pre.output), "--epochs", "1", "--freeze-epochs", "1",
                      *common]) == 0
@@ -115,12 +132,15 @@ def test_finetune_from_a_class_subset(tmp_path):
     assert not torch.equal(tuned.classifier[3].weight, source.classifier[3].weight)
     groups = T.read_state(out / "state.safetensors", tensors=False)["optimizer"]["param_groups"]
     lrs = {g["name"]: g["lr"] for g in groups}
-    assert lrs == {"features": 0.0, "fc": 1e-3, "head": pytest.approx(1e-2)}  # head x10
-    # Stage 2, as a resumed run: everything trains, at a tenth of the rates.
-    assert cli.main(["finetune", "--pretrained", str(pre.output), "--resume", "--epochs", "2", *common]) == 0
+    assert lrs == {"features": 0.0, "fc": 1e-2, "head": pytest.approx(1e-1)}  # head x10
+    # Stage 2, as a resumed run: everything trains, at a tenth of the rates, and the net learns.
+    assert cli.main(["finetune", "--pretrained", str(pre.output), "--resume", "--epochs", "3", *common]) == 0
     tuned = vgg.load_model(out / "last.safetensors")
-    assert not torch.equal(tuned.features[0].weight, source.features[0].weight)
+    for k in ("0.weight", "1.running_mean"):  # conv1_1 and its BN
+        moved = (tuned.features.state_dict()[k] - source.features.state_dict()[k]).abs().max()
+        assert moved > 1e-3 * source.features.state_dict()[k].abs().max(), k
     groups = T.read_state(out / "state.safetensors", tensors=False)["optimizer"]["param_groups"]
     lrs = {g["name"]: g["lr"] for g in groups}
-    assert lrs == {"features": pytest.approx(1e-4), "fc": pytest.approx(1e-4), "head": pytest.approx(1e-3)}
-    assert [e["epoch"] for e in epochs_of(out)] == [1, 2]
+    assert lrs == {"features": pytest.approx(1e-3), "fc": pytest.approx(1e-3), "head": pytest.approx(1e-2)}
+    assert [e["epoch"] for e in epochs_of(out)] == [1, 2, 3]
+    assert_learned(out, classes=10)

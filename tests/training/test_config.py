@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from support import epochs_of, tiny_config
+import vgg
+from support import LEARNS, assert_learned, epochs_of, learning_config, tiny_config
 from vgg import cli
 from vgg import training as T
 
@@ -68,13 +69,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_resume_refuses_to_change_the_recipe(tmp_path):
-    out = T.train(tiny_config(tmp_path)).output
+    out = T.train(learning_config(tmp_path, epochs=1)).output
     with pytest.raises(ValueError, match="cannot change lr"):
         T.run_config(None, {"lr": 0.5, "output": str(out)}, resume=True)
     c = T.run_config(None, {"epochs": 2, "output": str(out)}, resume=True)
-    assert c.epochs == 2 and c.arch == "vgg11"
+    assert c.epochs == 2 and c.arch == "vgg11" and c.lr == LEARNS["lr"] and c.classes == LEARNS["classes"]
     r = T.train(c, resume=True)
     assert [e["epoch"] for e in epochs_of(r.output)] == [1, 2]
+    assert_learned(r.output)  # the resumed epoch goes on learning
+    recs = epochs_of(r.output)
+    assert recs[1]["train_loss"] < recs[0]["train_loss"]
 
 
 def test_recipes_are_valid():
@@ -82,3 +86,59 @@ def test_recipes_are_valid():
     assert len(recipes) >= 12
     for recipe in recipes:
         T.make_config(recipe)
+
+
+def test_a_config_file_reports_every_problem_at_once(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('learning_rate = 0.1\nepochs = "3"\nbatch_size = 0\ncrop_size = 33\nwidht = 0.5\n'
+                   'scale = ["a", "b"]\n')
+    with pytest.raises(ValueError) as e:
+        T.make_config(bad, {"lr_factor": 2.0})
+    msg = str(e.value)
+    for part in ("unknown config key 'learning_rate' (ours is 'lr')",  # another code base's name
+                 "unknown config key 'widht' (did you mean 'width'?)",
+                 "epochs must be an integer, got '3'",  # a type error hides nothing else
+                 "batch_size must be at least 1, got 0", "crop_size must be a positive multiple of 32",
+                 "scale must be S or [Smin, Smax], got ['a', 'b']", "lr_factor must be in (0, 1)"):
+        assert part in msg, part
+    # the wrong types are reported once, not again as values
+    with pytest.raises(ValueError) as e:
+        T.TrainConfig(crop_size="32", scale=40, val_scale=20)
+    assert str(e.value) == "invalid training config: crop_size must be an integer, got '32'"
+    assert cli.main(["train", "--config", str(bad)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_resume_with_the_original_flags_compares_resolved_values(tmp_path):
+    out = tmp_path / "run"
+    T.train(tiny_config(tmp_path, batch_norm=True))
+    original = {"arch": "A", "batch_norm": True, "width": 0.125, "crop_size": 32, "scale": [32, 36],
+                "limit": 64, "batch_size": 8, "device": "cpu", "progress": False, "output": str(out)}
+    for spelling in ({}, {"arch": "vgg11_bn"}, {"arch": "a", "batch_norm": True}, {"arch": "vgg11"}):
+        c = T.run_config(None, {**original, **spelling, "epochs": 2}, resume=True)
+        assert (c.arch, c.batch_norm, c.epochs, c.scale) == ("vgg11_bn", True, 2, (32, 36))
+    for changed in ({"arch": "B"}, {"width": 0.25}, {"scale": [32, 40]}):
+        with pytest.raises(ValueError, match=f"cannot change {next(iter(changed))}"):
+            T.run_config(None, {**original, **changed}, resume=True)
+
+
+def test_a_run_saved_before_ceil_pooling_resumes_with_its_floor_pooling(tmp_path, monkeypatch):
+    out = T.train(tiny_config(tmp_path)).output
+    assert T.resume_config(out).floor_pooling is False
+    real = T.read_state
+
+    def older(path, tensors=True):  # the state of a run saved before the setting existed
+        state = real(path, tensors)
+        del state["config"]["floor_pooling"], state["config"]["decay_bias_norm"]
+        return state
+
+    monkeypatch.setattr("vgg.training.config.read_state", older)
+    c = T.resume_config(out)
+    assert c.floor_pooling is True and c.decay_bias_norm is True
+
+
+def test_the_a_lrn_recipe_is_table_3s_second_row():
+    recipe = Path(__file__).parents[2] / "recipes" / "vgg_a_lrn_s256.toml"
+    c = T.make_config(recipe)
+    assert (c.arch, c.crop_size, c.scale, c.lr, c.init) == ("A-LRN", 224, (256, 256), 0.01, "normal")
+    assert vgg.models.parse_arch(c.arch) == ("A-LRN", False)

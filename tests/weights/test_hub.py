@@ -166,7 +166,7 @@ def test_url_without_hash_downloads_any_format(served):
 
 
 def test_unknown_spec_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a file or run folder, nor a known name"):
+    with pytest.raises(FileNotFoundError, match="neither a file nor a run folder, nor a known name"):
         load_any(tmp_path / "nothing.pth")
 
 

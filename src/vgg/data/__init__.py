@@ -31,6 +31,8 @@ The modules, in import order (each imports only those above it):
 - ``folders``: :class:`FolderDataset`, :func:`open_folder`, the search for bad images.
 - ``loaders``: :func:`train_batches`, :func:`eval_batches`, :class:`Batches`.
 - ``statistics``: :func:`channel_statistics` (mean RGB, Sec. 2; PCA for the colour shift).
+- ``boxes``: data sets with ground-truth boxes (App. A): cluttered Fashion-MNIST, folders with
+  annotation files (read by :mod:`vgg.localization.annotations`).
 - ``catalog``: :func:`open_dataset` by name, :func:`describe_dataset` (``vgg data``).
 """
 
@@ -45,6 +47,16 @@ from .augment import (
     rescaled_size,
     resized_crops,
 )
+from .boxes import (
+    FASHION_MNIST_LOC,
+    BoxData,
+    BoxFolderDataset,
+    BoxTensorDataset,
+    boxes_for_split,
+    has_boxes,
+    open_box_dataset,
+    sample_picture,
+)
 from .catalog import describe_dataset, open_dataset
 from .crops import GRID, center_crop, centre_offset, crop, grid_crop, grid_crops, grid_offsets, hflip
 from .datasets import ImageDataset, TensorDataset
@@ -57,6 +69,7 @@ from .fashion_mnist import (
     find_fashion_mnist,
     load_fashion_mnist,
     read_idx,
+    split_fashion_mnist,
 )
 from .folders import FolderDataset, bad_images, check_images, open_folder
 from .images import (
@@ -78,9 +91,12 @@ __all__ = [
     # datasets
     "ImageDataset", "TensorDataset", "FolderDataset", "open_dataset", "open_folder", "describe_dataset",
     "bad_images", "check_images",
+    # data sets with boxes (App. A)
+    "FASHION_MNIST_LOC", "BoxData", "BoxTensorDataset", "BoxFolderDataset", "open_box_dataset", "has_boxes",
+    "boxes_for_split", "sample_picture",
     # Fashion-MNIST
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "FASHION_MNIST_MIRRORS", "FASHION_MNIST_SYSTEM_DIR",
-    "find_fashion_mnist", "download_fashion_mnist", "read_idx", "load_fashion_mnist",
+    "find_fashion_mnist", "download_fashion_mnist", "read_idx", "load_fashion_mnist", "split_fashion_mnist",
     # images
     "IMAGE_EXTENSIONS", "MAX_PIXELS", "BadImage", "open_image", "oriented_size", "to_rgb", "load_image",
     "decode_train_crop", "decode_rescaled",

@@ -6,15 +6,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .boxes import is_fashion_mnist_loc, open_box_dataset
 from .datasets import ImageDataset, TensorDataset
-from .fashion_mnist import FASHION_MNIST_CLASSES, _split_fashion_mnist, find_fashion_mnist, load_fashion_mnist
+from .fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist, split_fashion_mnist
 from .folders import FolderDataset, bad_images, open_folder
 from .statistics import channel_statistics
 
 
 def open_dataset(data: str, split: str, *, limit: int | None = None, val_size: int = 5000, seed: int = 0,
                  strict: bool = False) -> ImageDataset:
-    """Open a split ("train", "val" or "test") of ``data``: "fashion-mnist" or a folder root holding
+    """Open a split ("train", "val" or "test") of ``data``: "fashion-mnist", "fashion-mnist-loc" (its
+    cluttered, translated version with boxes, :mod:`vgg.data.boxes`) or a folder root holding
     ``train/``, ``val/`` and optionally ``test/``, each with one subfolder of images per class.
 
     Fashion-MNIST's train split is the official 60,000 less a held-out val of ``val_size`` images
@@ -26,12 +28,14 @@ def open_dataset(data: str, split: str, *, limit: int | None = None, val_size: i
         raise ValueError(f"split must be train, val or test, got {split!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if is_fashion_mnist_loc(data):  # cluttered Fashion-MNIST (App. A), its boxes along
+        return open_box_dataset(data, split, limit=limit, val_size=val_size, seed=seed)
     if data.lower().replace("_", "-") in ("fashion-mnist", "fashionmnist"):
         train_x, train_y, test_x, test_y = load_fashion_mnist()
         if split == "test":
             x, y = test_x, test_y
         else:
-            train_idx, val_idx = _split_fashion_mnist(val_size, seed)
+            train_idx, val_idx = split_fashion_mnist(val_size, seed)
             idx = train_idx if split == "train" else val_idx
             if len(idx) == 0:
                 raise ValueError("fashion-mnist val split is empty (val_size=0)")

@@ -38,3 +38,8 @@ class TensorDataset(ImageDataset):
         self.images, self.labels = images, labels.long()
         self.classes, self.name, self.split = list(classes), name, split
         self.channels = images.shape[1]
+
+    def subset(self, indices) -> TensorDataset:
+        """A dataset of the given indices (same classes)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.int64)
+        return TensorDataset(self.images[idx], self.labels[idx], self.classes, self.name, self.split)

@@ -52,6 +52,12 @@ class Batches:
             warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
 
 
+def pinned_transfers(device: torch.device) -> bool:
+    """Whether batches bound for ``device`` go through page-locked host memory (CUDA: the copy then
+    runs asynchronously, overlapping the GPU's work; a CPU-only torch cannot pin memory)."""
+    return device.type == "cuda"
+
+
 def _slice(positions: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """Rank r's contiguous share of a global batch (Sec. 2: each GPU a slice of the batch)."""
     return np.array_split(positions, world_size)[rank]
@@ -60,19 +66,21 @@ def _slice(positions: np.ndarray, rank: int, world_size: int) -> np.ndarray:
 def _finish(crops: Tensor, flips: np.ndarray, alphas: np.ndarray, augment: Augment,
             normalization: Normalization, channels_last: bool) -> Tensor:
     """Device side of a training batch: flip, then ``normalization(pca_lighting(x))`` as one in-place
-    pass over the floats (the colour shift folds into the mean: (x + shift - mean) / std)."""
+    pass over the floats (the colour shift folds into the mean: (x + shift - mean) / std).
+    Nothing here waits for the device: the flipped rows are indices found on the host, and the small
+    host tensors are copied without blocking (a CUDA step meets the host only where the loop says)."""
     if flips.any():
-        mask = torch.from_numpy(flips).to(crops.device)
-        crops[mask] = crops[mask].flip(-1)  # on the uint8 crops of folders: 4x less memory to move
+        rows = torch.from_numpy(np.flatnonzero(flips)).to(crops.device, non_blocking=True)
+        crops[rows] = crops[rows].flip(-1)  # on the uint8 crops of folders: 4x less memory to move
     if channels_last:
         crops = crops.contiguous(memory_format=torch.channels_last)
     x = crops.float()
-    mean = torch.tensor(normalization.mean, dtype=x.dtype, device=x.device)
-    std = torch.tensor(normalization.std, dtype=x.dtype, device=x.device)
+    mean = torch.tensor(normalization.mean, dtype=x.dtype).to(x.device, non_blocking=True)
+    std = torch.tensor(normalization.std, dtype=x.dtype).to(x.device, non_blocking=True)
     offset = mean.expand(x.shape[0], -1)
     if augment.pca is not None and augment.lighting_std > 0:
         shift = lighting_shift(torch.from_numpy(alphas), augment.pca["eigval"], augment.pca["eigvec"])
-        shift = shift.to(x.device, x.dtype)
+        shift = shift.to(x.dtype).to(x.device, non_blocking=True)
         offset = offset - (shift.flip(1) if normalization.bgr else shift)
     if normalization.bgr:  # Caffe/Keras weights: BGR order (see Normalization)
         x = x.flip(1)
@@ -123,7 +131,7 @@ def train_batches(dataset: ImageDataset, *, augment: Augment, normalization: Nor
 def _tensor_train(dataset: TensorDataset, plan, order, augment, normalization, seed, epoch, device,
                   channels_last):
     h, w = dataset.images.shape[-2:]
-    pin = device.type == "cuda"
+    pin = pinned_transfers(device)
 
     def generate(batches: Batches):
         for positions in plan:
@@ -148,7 +156,7 @@ def _folder_train(dataset: FolderDataset, plan, order, augment, normalization, s
                   channels_last, workers):
     reader = _TrainReader(dataset.paths, dataset.labels.tolist())
     jobs = _TrainJobs(plan, order, augment, seed, epoch)
-    pin = device.type == "cuda"
+    pin = pinned_transfers(device)
 
     def generate(batches: Batches):
         loader = _loader(reader, jobs, workers, pin, seed, _collate, dataset._loaders,
@@ -183,7 +191,8 @@ def eval_batches(dataset: ImageDataset, *, scale: int, batch_size: int, workers:
             for k in range(length):
                 idx = torch.arange(k * batch_size, min((k + 1) * batch_size, n))
                 src = dataset.images[idx].to(device, non_blocking=True)
-                yield rescale_shorter(src, scale), dataset.labels[idx].to(device), idx.to(device)
+                yield (rescale_shorter(src, scale), dataset.labels[idx].to(device, non_blocking=True),
+                       idx.to(device, non_blocking=True))
 
         return Batches(length, generate)
     return _folder_eval(dataset, scale, batch_size, workers, device)
@@ -201,7 +210,7 @@ def _folder_eval(dataset: FolderDataset, scale: int, batch_size: int, workers: i
     jobs = [[(i, scale, hw) for i in idx[k:k + batch_size]]
             for hw, idx in sorted(groups.items()) for k in range(0, len(idx), batch_size)]
     reader = _EvalReader(dataset.paths, dataset.labels.tolist())
-    pin = device.type == "cuda"
+    pin = pinned_transfers(device)
 
     def generate(batches: Batches):
         for path, reason in unreadable:
@@ -211,7 +220,8 @@ def _folder_eval(dataset: FolderDataset, scale: int, batch_size: int, workers: i
             for path, reason in batch["bad"]:
                 batches._skip(path, reason)
             if batch["images"] is not None:
-                yield (batch["images"].to(device, non_blocking=True), batch["labels"].to(device),
-                       batch["positions"].to(device))
+                yield (batch["images"].to(device, non_blocking=True),
+                       batch["labels"].to(device, non_blocking=True),
+                       batch["positions"].to(device, non_blocking=True))
 
     return Batches(len(jobs), generate)

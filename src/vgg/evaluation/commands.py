@@ -46,7 +46,7 @@ class EvalConfig:
     workers: int = 0
     device: str | None = None
     amp: bool = True
-    ceil_mode: bool = False
+    ceil_mode: bool = True
     json: str | None = None
     confusion: str | None = None
     per_class: bool = True
@@ -115,7 +115,7 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
 
 def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: str = "dense",
                 scales: Sequence[int] | None = None, flip: bool | None = None, single_scale: bool = False,
-                topk: int = 5, device: str | None = None, amp: bool = True, ceil_mode: bool = False,
+                topk: int = 5, device: str | None = None, amp: bool = True, ceil_mode: bool = True,
                 as_json: bool = False, out=print,
                 err=None) -> list[dict]:
     """The ``vgg predict`` command: the top-k classes of each image; unreadable files are reported
@@ -127,6 +127,10 @@ def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: 
                                ceil_mode=ceil_mode)
     for path, reason in skipped:
         err(f"skipped {path}: {reason}")
+    grey = sum(1 for r in results if r.get("colour_to_grey"))
+    if grey:
+        err(f"note: {grey} colour image{'s were' if grey > 1 else ' was'} converted to grey: "
+            f"{', '.join(checkpoints)} take{'s' if len(checkpoints) == 1 else ''} 1-channel (grey) images")
     if as_json:
         out(json.dumps({"protocol": protocol, "predictions": results,
                         "skipped": [{"file": p, "reason": r} for p, r in skipped]}, indent=2))
@@ -136,5 +140,6 @@ def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: 
             for t in r["top"]:
                 out(f"  {t['probability']:7.4f}  {t['class']}")
     if not results:
-        raise ValueError(f"none of the {len(skipped)} files could be read")
+        raise ValueError("the file could not be read" if len(skipped) == 1 else
+                         f"none of the {len(skipped)} files could be read")
     return results

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import distributed
 from ..models import VGG
 from .views import View, match_channels, view_box, view_images
 
@@ -24,10 +25,11 @@ from .views import View, match_channels, view_box, view_images
 @contextmanager
 def caffe_pooling(model: nn.Module):
     """Max-pooling that rounds its output size up, as Caffe's (which ran the paper's dense
-    evaluation, Sec. 3.2) does, instead of PyTorch's rounding down. A side that is not a multiple of
-    32 (37, 55, 73 at crop 32) is then seen whole, its last pixels in their own pooling window,
-    rather than cut to its top-left multiple of 32. On multiples of 32 (every crop, and each of the
-    paper's ImageNet test scales 224 ... 512) both give the same output."""
+    evaluation, Sec. 3.2) does, instead of PyTorch's rounding down: the default of every dense
+    view. A side that is not a multiple of 32 is then seen whole, its last pixels in their own
+    pooling window, rather than cut to its top-left multiple of 32: the long side of nearly every
+    image (341 for a 4:3 image at Q = 256, 667 for 500x375 ImageNet images at Q = 512), and both
+    sides at crop 32's scales (34, 37, 55 ...). On multiples of 32 (every crop) both agree."""
     pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     before = [p.ceil_mode for p in pools]
     for p in pools:
@@ -71,12 +73,46 @@ def view_posteriors(model: VGG, images: Tensor, views: Sequence[View],
             chunk = group[i:i + per_pass]
             x = torch.cat([view_images(images, v, model.crop_size) for v, _ in chunk])
             p = posterior(model, x).view(len(chunk), n, -1)
-            w = torch.tensor([weight for _, weight in chunk], device=p.device).view(-1, 1, 1)
+            w = torch.tensor([weight for _, weight in chunk]).to(p.device, non_blocking=True).view(-1, 1, 1)
             total += (p * w).sum(0)
     return total
 
 
 Batches = Iterable[tuple[Tensor, Tensor, Tensor]]
+
+
+class _ComputeClock:
+    """Seconds of work per key. On CUDA a pair of events around each piece of work, read once at the
+    end: the loop never waits for the GPU, so the next batch is decoded while it computes; elsewhere
+    the wall clock (the CPU computes as it is called)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds = device, {}
+        self.events: list | None = [] if device.type == "cuda" else None
+
+    def start(self):
+        if self.events is None:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def stop(self, key, start) -> None:
+        if self.events is None:
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record(torch.cuda.current_stream(self.device))
+        self.events.append((key, start, end))
+
+    def totals(self) -> dict:
+        """Every key's seconds (on CUDA: waits once for the last piece of work)."""
+        if self.events:
+            self.events[-1][2].synchronize()
+            for key, start, end in self.events:
+                self.seconds[key] = self.seconds.get(key, 0.0) + start.elapsed_time(end) / 1000
+            self.events = []
+        return self.seconds
 
 
 @dataclass
@@ -112,25 +148,26 @@ class ScalePosteriors:
 
 def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                         batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                        amp: bool = True, ceil_mode: bool = False,
+                        amp: bool = True, ceil_mode: bool = True,
                         progress: Callable[[int], None] | None = None) -> ScalePosteriors:
     """Run every net's views over a data set: ``batches(Q)`` yields (uint8 images rescaled to Q,
     labels, dataset indices), and each scale's pass over the data serves every net and view at Q.
-    ``amp``: on a GPU the nets run under bfloat16 autocast (soft-max and averages stay float32).
-    ``ceil_mode``: dense views pool as Caffe did (:func:`caffe_pooling`)."""
+    ``amp``: on a GPU the nets run under bfloat16 autocast (soft-max and averages stay float32;
+    :func:`vgg.distributed.autocast`). ``ceil_mode``: dense views pool as Caffe did
+    (:func:`caffe_pooling`; False: PyTorch's floor)."""
     if len(models) != len(plans):
         raise ValueError("one view plan per net is needed")
     k = models[0].num_classes
     device = next(models[0].parameters()).device
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
-    probs, weight, seconds, data_seconds = {}, {}, {}, {}
+    autocast = distributed.autocast(device, amp)
+    clock = _ComputeClock(device)
+    probs, weight, data_seconds = {}, {}, {}
     for i, plan in enumerate(plans):
         for v in plan:
             weight[(i, v.scale)] = weight.get((i, v.scale), 0.0) + v.weight
     for key in weight:
         probs[key] = torch.zeros(num_images, k, dtype=torch.float32, device=device)
-        seconds[key] = 0.0
+        clock.seconds[key] = 0.0
     met = torch.zeros(num_images, dtype=torch.int64, device=device)
     scales = sorted({q for _, q in weight})
     for q in scales:
@@ -142,26 +179,25 @@ def posteriors_by_scale(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                 images, _, index = next(it)
             except StopIteration:
                 break
-            images, index = images.to(device), index.to(device)
+            images, index = images.to(device, non_blocking=True), index.to(device, non_blocking=True)
             data_seconds[q] += time.perf_counter() - start
             for i, (model, plan) in enumerate(zip(models, plans)):
                 views = [v for v in plan if v.scale == q]
                 if views:
-                    start = time.perf_counter()
+                    start = clock.start()
                     with autocast, (caffe_pooling(model) if ceil_mode else nullcontext()):
                         p = view_posteriors(model, images, views, max_batch) / weight[(i, q)]
                     probs[(i, q)].index_add_(0, index, p.float())
-                    sync()
-                    seconds[(i, q)] += time.perf_counter() - start
+                    clock.stop((i, q), start)
             met.index_add_(0, index, torch.ones_like(index))
             if progress:
                 progress(len(index))
-    return ScalePosteriors(probs, weight, met == len(scales), seconds, data_seconds)
+    return ScalePosteriors(probs, weight, met == len(scales), clock.totals(), data_seconds)
 
 
 def fused_posteriors(models: Sequence[VGG], plans: Sequence[Sequence[View]],
                      batches: Callable[[int], Batches], num_images: int, *, max_batch: int = 256,
-                     amp: bool = True, ceil_mode: bool = False,
+                     amp: bool = True, ceil_mode: bool = True,
                      progress: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
     """The (num_images, K) mean posterior of every net's views over a data set (nets averaged),
     and the mask of images met at every scale; see :func:`posteriors_by_scale`."""

@@ -85,7 +85,7 @@ class EvalResult:
     classes: list[str]
     split: str = ""
     skipped: list = field(default_factory=list)
-    ceil_mode: bool = False
+    ceil_mode: bool = True
     probs: Tensor | None = field(default=None, repr=False)  # (images, K) posteriors of the method
     labels: Tensor | None = field(default=None, repr=False)
 
@@ -108,7 +108,7 @@ class EvalResult:
 def evaluate_protocols(models: Sequence[VGG], dataset, *, names: Sequence[str] | None = None,
                        protocols: Sequence[str] = ("dense",), scales: Sequence[int] | None = None,
                        flip: bool | None = None, single_scale: bool = False, breakdown: bool = False,
-                       batch_size: int = 64, workers: int = 0, amp: bool = True, ceil_mode: bool = False,
+                       batch_size: int = 64, workers: int = 0, amp: bool = True, ceil_mode: bool = True,
                        progress: bool = False) -> list[EvalResult]:
     """Evaluate one net, or the fusion of several, on a data set (from ``data.open_dataset``) under
     each of ``protocols``; see :func:`method_views` for the views and :func:`default_scales` for the
@@ -212,6 +212,7 @@ def batches_by_size(images: Sequence[Tensor], device=None) -> Callable[[int], It
             by_size.setdefault(tuple(x.shape[-2:]), []).append(i)
         for idx in by_size.values():
             labels = torch.zeros(len(idx), dtype=torch.long)
-            yield torch.stack([rescaled[i] for i in idx]).to(device), labels, torch.tensor(idx)
+            batch = torch.stack([rescaled[i] for i in idx]).to(device, non_blocking=True)
+            yield batch, labels, torch.tensor(idx)
 
     return batches

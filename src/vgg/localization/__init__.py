@@ -1,6 +1,13 @@
 """Appendix A, localisation: boxes and their encoding (:mod:`.boxes`), OverFeat's greedy merge and the
 final (class, box) guesses (:mod:`.merge`), ground-truth readers (:mod:`.annotations`), the cluttered
-Fashion-MNIST data set (:mod:`.cluttered`) and pictures of boxes (:mod:`.draw`)."""
+Fashion-MNIST data set (:mod:`.cluttered`) and pictures of boxes (:mod:`.draw`).
+
+Wired into the rest of the package: the data sets with boxes (``fashion-mnist-loc``, folders with
+annotations) are :mod:`vgg.data.boxes`; the net, its targets, loss and metric, the task the training
+loop runs (``vgg train --task localization``), :mod:`vgg.training.localization`; the testing
+protocols of A.2 (centre crop with the true class, dense with a classifier's scores, top-1/top-5
+localisation error), :mod:`vgg.evaluation.localization`, and ``vgg evaluate`` / ``vgg predict`` for
+localisation nets, :mod:`vgg.evaluation.localization_commands`; its ONNX graph, :mod:`vgg.export`."""
 
 from .annotations import (
     Annotation,

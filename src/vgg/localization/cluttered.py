@@ -124,14 +124,6 @@ def make_cluttered(images: np.ndarray, labels: np.ndarray, *, seed: int | Sequen
     return out, boxes, np.asarray(labels, dtype=np.int64).copy()
 
 
-def _split_train(val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    # The classification data set's rule (vgg.data's Fashion-MNIST split): the same held-out images.
-    if not 0 <= val_size < 60000:
-        raise ValueError(f"val_size must be in [0, 60000), got {val_size}")
-    perm = np.random.default_rng(seed).permutation(60000)
-    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
-
-
 def cache_path(split: str, *, canvas: int = CANVAS, sizes: tuple[int, int] = SIZES, clutter: int = CLUTTER,
                patch: int = PATCH, seed: int = 0, val_size: int = 5000) -> Path:
     """Where :func:`load_cluttered` keeps a split: ``cache_root()/fashion-mnist-loc/<name>.npz``, the
@@ -164,14 +156,16 @@ def load_cluttered(split: str, *, canvas: int = CANVAS, sizes: tuple[int, int] =
                       val_size=val_size)
     arrays = _read_cache(path) if cache else None
     if arrays is None:
-        from ..data import load_fashion_mnist  # imported here: localization sits above data
+        # Imported here, from the module (not the package): vgg.data's box data sets import this one.
+        from ..data import fashion_mnist
 
         start = time.perf_counter()
-        train_x, train_y, test_x, test_y = load_fashion_mnist()
+        train_x, train_y, test_x, test_y = fashion_mnist.load_fashion_mnist()
         if split == "test":
             x, y = test_x, test_y
         else:
-            train_idx, val_idx = _split_train(val_size, seed)
+            # The classification data set's split (the same held-out images, see the module).
+            train_idx, val_idx = fashion_mnist.split_fashion_mnist(val_size, seed)
             idx = train_idx if split == "train" else val_idx
             x, y = train_x[idx], train_y[idx]
         arrays = make_cluttered(x, y, seed=(seed, SPLITS.index(split)), canvas=canvas, sizes=sizes,

@@ -49,8 +49,9 @@ class Normalization:
             raise ValueError(f"expected {len(self.mean)} channels, got {x.shape[1]}")
         if self.bgr:
             x = x.flip(1)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        # non_blocking: a copy from pageable memory that does not wait for the GPU's queue to drain
+        mean = torch.tensor(self.mean).to(x.device, non_blocking=True).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).to(x.device, non_blocking=True).view(1, -1, 1, 1)
         return (x - mean) / std
 
     def to_dict(self) -> dict:
@@ -97,6 +98,34 @@ class DenseLinear(nn.Linear):
         return f"{self.in_channels}, {self.out_features}, kernel_size={self.kernel_size}"
 
 
+def local_response_norm(x: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+                        ) -> Tensor:
+    """``F.local_response_norm`` of a (N, C, H, W) batch, its channel window summed from ``size``
+    shifted slices instead of torch's ``avg_pool3d``, whose CUDA backward has no deterministic
+    kernel (``torch.use_deterministic_algorithms`` refuses it): slices and additions have one. The
+    window is summed in float32 (as ``avg_pool3d`` accumulates) in the same order."""
+    c = x.shape[1]
+    sq = x * x
+    sq = sq.float() if sq.dtype in (torch.float16, torch.bfloat16) else sq
+    padded = F.pad(sq, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+    total = padded[:, 0:c]
+    for j in range(1, size):
+        total = total + padded[:, j:j + c]
+    div = (total / size).to(x.dtype)
+    return x / div.mul(alpha).add(k).pow(beta)
+
+
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """AlexNet's LRN (A-LRN, Table 1), torch's module; on a GPU under
+    ``torch.use_deterministic_algorithms`` (``--deterministic``) it takes :func:`local_response_norm`,
+    whose backward is deterministic. On the CPU it is torch's, unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" and x.dim() == 4 and torch.are_deterministic_algorithms_enabled():
+            return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+        return super().forward(x)
+
+
 def make_features(config: str, batch_norm: bool, width: float, in_channels: int):
     """Build the flat feature stack for a Table 1 config; also return each layer's Caffe-style name."""
     layers: list[nn.Module] = []
@@ -109,8 +138,7 @@ def make_features(config: str, batch_norm: bool, width: float, in_channels: int)
             block, index = block + 1, 1
         elif entry == "LRN":
             # AlexNet applies LRN to the rectified output of its first conv; so do we (conv, relu, norm).
-            layers.append(nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_SIZE * LRN_ALPHA, beta=LRN_BETA,
-                                               k=LRN_K))
+            layers.append(LocalResponseNorm(LRN_SIZE, alpha=LRN_SIZE * LRN_ALPHA, beta=LRN_BETA, k=LRN_K))
             names.append(f"norm{block}")
         else:
             out, kernel = entry if isinstance(entry, tuple) else (entry, 3)
@@ -199,8 +227,11 @@ class VGG(nn.Module):
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Logits (N, num_classes), or the 4096-D fc7 activations with ``pre_logits``, averaged
-        over the map (Sec. 3.2: "the class score map is spatially averaged")."""
-        return self.head_map(features, pre_logits).mean(dim=(2, 3))
+        over the map (Sec. 3.2: "the class score map is spatially averaged"); the average of a
+        bf16 / fp16 map (autocast) is taken, and returned, in float32."""
+        scores = self.head_map(features, pre_logits)
+        wide = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else None
+        return scores.mean(dim=(2, 3), dtype=wide)
 
     def score_map(self, images: Tensor) -> Tensor:
         """The class score map (N, num_classes, h, w), h = H/32 - crop_size/32 + 1 (Sec. 3.2)."""

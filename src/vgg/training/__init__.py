@@ -18,10 +18,15 @@ The modules, in the order a run meets them:
 - ``config``: :class:`TrainConfig` (the paper's defaults), TOML recipes, what a resume may change;
 - ``build``: the run's data (the fixed val split, class subsets) and its net (fresh, pretrained,
   from another run, or net A's transfer);
-- ``tasks``: what is learned (loss, targets, metric): :class:`Classification`;
+- ``tasks``: what is learned (loss, targets, metric): :class:`Classification`; ``localization``:
+  App. A's box regression (:class:`Localization`: the net from a classifier, boxes that follow the
+  crops, the Euclidean loss, localisation accuracy on the centre crop);
 - ``schedule``: the plateau schedule and the parameter groups it sets;
 - ``loop``: set-up, epochs, steps, checkpoints; ``validation``: the val pass and the final test;
-- ``state``: the state file of exact resume; ``runlog``: log.jsonl, TensorBoard, the epoch lines.
+- ``guard``: what a GPU run does differently: the host reads the sums every 10 steps, no
+  non-finite update is applied in between, cuDNN autotunes the training steps only;
+- ``state``: the state file of exact resume; ``runlog``: log.jsonl, TensorBoard, the epoch lines;
+- ``stopping``: Ctrl-C and SIGTERM stop at a step boundary with a checkpoint (exit 130 / 143).
 """
 
 from .build import adapt_input_channels, build_model, load_weights, open_data, select_classes
@@ -37,18 +42,21 @@ from .config import (
     run_config,
     to_toml,
 )
+from .localization import Localization
 from .loop import CONFIG_FILE, CURVES, NonFiniteLoss, TrainResult, forward_backward, train, wrap
 from .runlog import LOG_FILE, RunLog
 from .schedule import Plateau, group_lrs, param_groups
 from .state import STATE, read_state, save_state
-from .tasks import CLASSIFICATION, Classification, Task
+from .stopping import Stopped, StopRequests, exit_code
+from .tasks import CLASSIFICATION, Classification, Task, task_for
 from .validation import run_test, validate
 
 __all__ = [
     "CLASSIFICATION", "CONFIG_FILE", "CURVES", "Classification", "FINETUNE_DEFAULTS", "LOG_FILE",
-    "NonFiniteLoss", "Plateau", "RESUMABLE_CHANGES", "RunLog", "STATE", "Task", "TrainConfig",
+    "Localization", "NonFiniteLoss", "Plateau", "RESUMABLE_CHANGES", "RunLog", "STATE", "StopRequests",
+    "Stopped", "Task", "TrainConfig",
     "TrainResult", "adapt_input_channels", "build_model", "check_keys", "config_keys", "forward_backward",
     "group_lrs", "load_toml", "load_weights", "make_config", "open_data", "param_groups", "read_state",
-    "resume_config", "run_config", "run_test", "save_state", "select_classes", "to_toml", "train",
-    "validate", "wrap",
+    "resume_config", "run_config", "run_test", "save_state", "select_classes", "task_for", "to_toml", "train",
+    "exit_code", "validate", "wrap",
 ]

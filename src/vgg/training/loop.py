@@ -27,11 +27,13 @@ from ..files import atomic_write
 from ..models import VGG
 from ..report import format_scale, plot_curves
 from ..weights import BEST, LAST, load_state, model_from_metadata, save_model
+from . import guard
 from .config import TrainConfig, to_toml
-from .runlog import LOG_FILE, RunLog, diverged_message, progress_bar, summary_line
-from .schedule import Plateau, group_lrs, param_groups
+from .runlog import LOG_FILE, EpochEstimate, RunLog, diverged_message, progress_bar, summary_line
+from .schedule import Plateau, conv_frozen, group_lrs, param_groups
 from .state import STATE, read_state, restore_optimizer, rng_state, save_state, set_rng_state
-from .tasks import CLASSIFICATION, Task, sums
+from .stopping import StopRequests, remove_stale_temporaries, stop_agreed, stopped
+from .tasks import Task, sums, task_for
 from .validation import run_test, validate
 
 CONFIG_FILE = "config.toml"
@@ -40,9 +42,6 @@ CURVES = "curves.png"
 CPU_CHANNELS_LAST = True
 # Every process draws its own dropout masks from seed x DROPOUT_SEED_STRIDE + rank + 1.
 DROPOUT_SEED_STRIDE = 1_000_003
-# On CUDA the loop meets the host (sums the loss over processes, checks it is finite) every
-# CUDA_SYNC_EVERY steps, not every step, so that the GPU is not stalled; on the CPU every step.
-CUDA_SYNC_EVERY = 10
 
 
 class NonFiniteLoss(RuntimeError):
@@ -88,9 +87,13 @@ class Run:
     log: RunLog | None = None
     net: nn.Module | None = None
     no_sync: Any = None
+    sync_every: int = 1  # steps between host syncs (guard.sync_every)
+    step_guard: guard.StepGuard | None = None  # on CUDA: no non-finite update between syncs
     frozen: bool | None = None
     last_save: float = 0.0
     start_time: float = 0.0
+    stop: StopRequests | None = None
+    estimate: EpochEstimate | None = None
 
     @property
     def device(self) -> torch.device:
@@ -104,20 +107,27 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    else:
-        torch.backends.cudnn.benchmark = True
+    # cuDNN's autotuner runs during the training steps only (guard.cudnn_autotuning).
 
 
-def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Task = CLASSIFICATION
+def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Task | None = None
           ) -> TrainResult:
     """Run (or resume) training as ``config`` says; returns the best val accuracy and where the run
     lives. Under torchrun every process calls this; only rank 0 writes. ``datasets`` = (train, val)
-    replaces ``config.data`` (e.g. a subset built in Python)."""
+    replaces ``config.data`` (e.g. a subset built in Python); ``task`` defaults to ``config.task``'s.
+    Ctrl-C or SIGTERM during training writes a checkpoint at the next step boundary and raises
+    :class:`~vgg.training.stopping.Stopped` (see :mod:`.stopping`)."""
+    task = task if task is not None else task_for(config)
     ctx = distributed.setup(config.device)
     try:
-        run = set_up(config, ctx, resume, datasets, task)
-        while run.epoch < run.config.epochs:
-            train_epoch(run)
+        # Ctrl-C and SIGTERM stop the run at a step boundary, with a checkpoint (see .stopping).
+        with StopRequests() as stop:
+            run = set_up(config, ctx, resume, datasets, task)
+            run.stop = stop
+            while run.epoch < run.config.epochs:
+                train_epoch(run)
+                if stop_agreed(stop, run.device):
+                    raise stopped(run)
         result = finish(run)
     except BaseException:
         gc.collect()
@@ -139,8 +149,6 @@ def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Tas
 
 def set_up(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets, task: Task) -> Run:
     """The run ready for its first (or next) step: data, net, optimizer, schedule, log."""
-    from .build import open_data
-
     out = Path(config.output)
     if config.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {ctx.world_size} "
@@ -151,7 +159,7 @@ def set_up(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another "
                          "--output")
     seed_everything(config.seed, config.deterministic)
-    train_set, val_set = datasets if datasets is not None else open_data(config)
+    train_set, val_set = datasets if datasets is not None else task.open_data(config)
     saved = read_state(out / STATE) if resume else None
     model = saved_model(saved, out) if saved is not None else new_model(config, task, train_set)
     config = resolved_config(config, model, train_set)
@@ -163,18 +171,22 @@ def set_up(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
     if ctx.device.type == "cpu" and not config.compile:
         # Validation takes the fused inference path; training steps still run the modules.
         attach_cpu_inference(model)
-    optimizer = torch.optim.SGD(param_groups(model), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(param_groups(model, config.decay_bias_norm), lr=config.lr,
+                                momentum=config.momentum, weight_decay=config.weight_decay)
     pca = model.info.get("pca") if config.lighting_std > 0 else None
     augment = data.Augment(crop_size=model.crop_size, scale=config.scale, flip=config.flip, pca=pca,
                            lighting_std=config.lighting_std)
     run = Run(config, ctx, task, out, model, optimizer,
               Plateau(config.lr_patience, config.lr_threshold, config.lr_factor, config.lr_drops),
-              augment, train_set, val_set, channels_last, cuda and config.amp,
+              augment, train_set, val_set, channels_last,
+              config.amp and ctx.device.type in distributed.AMP_DEVICES,
               min(config.micro_batch or per_rank, per_rank))
     torch.manual_seed(config.seed * DROPOUT_SEED_STRIDE + ctx.rank + 1)
     if saved is not None:
         restore(run, saved)
+    run.sync_every = guard.sync_every(ctx.device)
+    if run.sync_every > 1:
+        run.step_guard = guard.StepGuard(optimizer, ctx.device)
     if ctx.main:
         open_log(run, resume)
     run.last_save = run.start_time = time.monotonic()
@@ -233,12 +245,23 @@ def restore(run: Run, saved: dict) -> None:
 def open_log(run: Run, resume: bool) -> None:
     config, out, model = run.config, run.out, run.model
     out.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(out)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) that an interrupted write left in {out}: "
+              f"{', '.join(p.name for p in stale[:3])}{' ...' if len(stale) > 3 else ''}", flush=True)
     atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(to_toml(config.to_dict())))
     run.log = RunLog(out, run.global_step if resume else None)
+    if resume and run.epoch >= config.epochs:
+        epochs = f"{config.epochs} epoch{'s' if config.epochs > 1 else ''}"
+        print(f"nothing to resume: {out} has finished its {epochs} (best val {run.task.label} "
+              f"{run.best['accuracy']:.2f}% at epoch {run.best['epoch']}); give --epochs N with N > "
+              f"{config.epochs} to train it longer", flush=True)
+        return
     run.log.write({"event": "resume" if resume else "start", "step": run.global_step, "epoch": run.epoch,
                    "world_size": run.ctx.world_size, "device": str(run.device), "time": time.time()})
-    print(f"{'resuming' if resume else 'training'} {model.arch} (width {model.width:g}, crop "
-          f"{model.crop_size}, S={format_scale(config.scale)}) on {len(run.train_set)} "
+    # The paper's name of the net, then the usual one: "B (vgg13_bn)".
+    print(f"{'resuming' if resume else 'training'} {model.config} ({model.arch}, width {model.width:g}, "
+          f"crop {model.crop_size}, S={format_scale(config.scale)}) on {len(run.train_set)} "
           f"{run.train_set.name} images, {len(run.train_set.classes)} classes; {run.ctx.world_size} "
           f"process(es) on {run.device}; output {out}", flush=True)
 
@@ -261,9 +284,16 @@ def train_epoch(run: Run) -> None:
     bar = progress_bar(run.ctx.main and config.progress, run.epoch, config.epochs, run.step, n_batches)
     t0, seen = time.monotonic(), 0
     pending = torch.zeros(3, dtype=torch.float64, device=run.device)
-    for images, targets in batches:
-        seen += len(images)
-        train_step(run, images, targets, pending, n_batches, bar, t0, seen)
+    with guard.cudnn_autotuning(not config.deterministic):
+        for images, targets in batches:
+            seen += len(images)
+            train_step(run, images, targets, pending, n_batches, bar, t0, seen)
+            if run.estimate is None:
+                run.estimate = EpochEstimate(run.ctx.main and run.device.type == "cpu", model.crop_size,
+                                             n_batches)
+            note = run.estimate.step()
+            if note:
+                (bar.write if bar is not None else print)(note)
     if bar is not None:
         bar.close()
     run.skipped.update(batches.skipped)
@@ -272,7 +302,7 @@ def train_epoch(run: Run) -> None:
 
 def set_stage(run: Run) -> dict[str, float]:
     """Fine-tuning's stage: which parameters train, and every group's rate for this epoch."""
-    frozen = run.epoch < run.config.freeze_epochs
+    frozen = conv_frozen(run.config, run.epoch)
     lrs = group_lrs(run.config, run.epoch, run.plateau.factor)
     for group in run.optimizer.param_groups:
         group["lr"] = lrs[group["name"]]
@@ -290,19 +320,25 @@ def train_step(run: Run, images, targets, pending: torch.Tensor, n_batches: int,
     config = run.config
     run.optimizer.zero_grad(set_to_none=True)
     pending += forward_backward(run.net, run.task, images, targets, run.micro, run.amp, run.no_sync)
+    if run.step_guard is not None:
+        run.step_guard.check(run.optimizer)  # on the device: a non-finite step is not applied
     run.step, run.global_step = run.step + 1, run.global_step + 1
     save_due = bool(config.save_every) and run.global_step % config.save_every == 0
-    if run.device.type != "cuda" or run.step % CUDA_SYNC_EVERY == 0 or run.step == n_batches or save_due:
+    stopping = False
+    if run.step % run.sync_every == 0 or run.step == n_batches or save_due:
         want = float(run.ctx.main and time.monotonic() - run.last_save > 60 * config.save_minutes > 0)
-        reduced = distributed.all_reduce_sum(torch.cat([pending, pending.new_tensor([want])]))
-        if not math.isfinite(reduced[0].item()):
+        asked = float(run.stop is not None and run.stop.requested)  # a signal reached this process
+        flags = [] if run.step_guard is None else [run.step_guard.flag.to(pending.dtype)]
+        reduced = distributed.all_reduce_sum(torch.cat([pending, pending.new_tensor([want, asked]), *flags]))
+        if not math.isfinite(reduced[0].item()) or (flags and reduced[-1].item() > 0):
             if run.log is not None:
                 run.log.write({"event": "diverged", "step": run.global_step, "epoch": run.epoch + 1})
-            raise NonFiniteLoss(diverged_message(run.epoch, run.step, run.optimizer, run.out / LAST))
+            bad = run.step if run.step_guard is None else run.step_guard.first_bad_step(run.step)
+            raise NonFiniteLoss(diverged_message(run.epoch, bad, run.optimizer, run.out / LAST))
         totals = reduced.tolist()
         run.sums = [run.sums[0] + totals[0], run.sums[1] + totals[1], run.sums[2] + int(totals[2])]
         pending.zero_()
-        save_due = save_due or totals[3] > 0
+        save_due, stopping = save_due or totals[3] > 0, totals[4] > 0
         if bar is not None:
             n = max(run.sums[2], 1)
             metric = {run.task.label: f"{100 * run.sums[1] / n:.2f}%"}
@@ -312,11 +348,14 @@ def train_step(run: Run, images, targets, pending: torch.Tensor, n_batches: int,
     run.optimizer.step()
     if bar is not None:
         bar.update(1)
-    if save_due and run.step < n_batches:
+    # The last step of an epoch is followed by its validation and checkpoint (and a stop after them).
+    if (save_due or stopping) and run.step < n_batches:
         run.seconds += time.monotonic() - run.start_time
         run.start_time = time.monotonic()
         checkpoint(run, epoch_done=False)
         run.last_save = time.monotonic()
+        if stopping:
+            raise stopped(run)
 
 
 def end_epoch(run: Run, lrs: dict, seen: int, train_seconds: float) -> None:
@@ -324,7 +363,8 @@ def end_epoch(run: Run, lrs: dict, seen: int, train_seconds: float) -> None:
     config, ctx, model, metric = run.config, run.ctx, run.model, run.task.metric
     val = validate(model, run.val_set, task=run.task, scale=config.resolved_val_scale(),
                    batch_size=max(config.batch_size // ctx.world_size, 64), ctx=ctx, amp=run.amp,
-                   channels_last=run.channels_last, workers=config.workers)
+                   channels_last=run.channels_last, workers=config.workers,
+                   ceil_mode=not config.floor_pooling)
     run.skipped.update(val.pop("skipped"))
     dropped = run.plateau.step(val[metric])
     run.seconds += time.monotonic() - run.start_time
@@ -347,12 +387,15 @@ def end_epoch(run: Run, lrs: dict, seen: int, train_seconds: float) -> None:
     run.last_save = time.monotonic()
     if ctx.main:
         run.log.write(record)
-        if dropped:
+        # After the last epoch there is no epoch to run at the lower rate: no drop to announce (the
+        # schedule still counts it, so that a run resumed with more --epochs goes on as a longer one).
+        announced = dropped and run.epoch + 1 < config.epochs
+        if announced:
             run.log.write({"event": "lr_drop", "step": run.global_step, "epoch": run.epoch + 1,
                            "drops": run.plateau.drops, "factor": run.plateau.factor})
-        print(summary_line(record, config.epochs, improved, dropped, run.plateau, run.task.label, metric),
+        print(summary_line(record, config.epochs, improved, announced, run.plateau, run.task.label, metric),
               flush=True)
-        plot_curves(run.history, run.out / CURVES)
+        plot_curves(run.history, run.out / CURVES, metric)
     run.epoch, run.step, run.sums = run.epoch + 1, 0, [0.0, 0.0, 0]
 
 
@@ -386,7 +429,8 @@ def finish(run: Run) -> TrainResult:
     if log is not None:
         log.close()
         if run.history:
-            print(f"best val accuracy {run.best['accuracy']:.2f}% (epoch {run.best['epoch']}); checkpoints "
+            metric = run.task.metric.replace("_", " ")
+            print(f"best val {metric} {run.best['accuracy']:.2f}% (epoch {run.best['epoch']}); checkpoints "
                   f"{out / BEST}, {out / LAST}; curves {out / CURVES}; log {out / LOG_FILE}", flush=True)
     return result
 
@@ -413,7 +457,7 @@ def forward_backward(net: nn.Module, task: Task, images, targets, micro: int, am
     """Gradients of the mean loss over this process's share of the batch, in chunks of ``micro``
     images (gradient accumulation); returns (loss sum, correct, images) as float64."""
     n = len(images)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
+    autocast = distributed.autocast(images.device, amp)
     out = torch.zeros(3, dtype=torch.float64, device=images.device)
     starts = list(range(0, n, micro))
     for i, s in enumerate(starts):

@@ -4,6 +4,7 @@ is installed), the progress bar, and the one-line summary of each epoch."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from ..files import atomic_write
@@ -80,3 +81,42 @@ def diverged_message(epoch: int, step: int, optimizer, last: Path) -> str:
     return (f"the training loss became NaN or infinite at epoch {epoch + 1}, batch {step} (learning rates: "
             f"{lrs}); stopped without saving anything from this point; {saved}. Lower --lr, or use "
             "--batch-norm or --init-from-shallow for deep nets")
+
+
+# A net at the paper's crop of 224 takes hours per epoch on a CPU: after its first batches the run
+# says how long an epoch will take, and how to get a quick one.
+SLOW_EPOCH_SECONDS = 3600.0
+ESTIMATE_BATCHES = 3  # timed after a first batch that warms up
+
+
+def format_duration(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+class EpochEstimate:
+    """The expected time of an epoch, from the first batches a process runs: on the CPU, told once
+    with a hint for a quick run when the net is full-size (crop 224 and more) or an epoch would
+    take over :data:`SLOW_EPOCH_SECONDS`. ``step()`` after every batch returns the note, or None."""
+
+    def __init__(self, show: bool, crop_size: int, batches: int, clock=time.monotonic):
+        self.show, self.crop_size, self.batches, self.clock = show, crop_size, batches, clock
+        self.steps, self.start = 0, 0.0
+
+    def step(self) -> str | None:
+        if not self.show:
+            return None
+        self.steps += 1
+        if self.steps == 1:
+            self.start = self.clock()
+            return None
+        if self.steps < 1 + ESTIMATE_BATCHES:
+            return None
+        self.show = False
+        per_batch = (self.clock() - self.start) / ESTIMATE_BATCHES
+        epoch = per_batch * self.batches
+        if self.crop_size < 224 and epoch < SLOW_EPOCH_SECONDS:
+            return None
+        return (f"note: about {format_duration(epoch)} per epoch on the CPU ({per_batch:.2f} s per batch "
+                f"over the first batches, {self.batches} batches); for a quick run take a small net, "
+                "e.g. --crop-size 32 --width 0.25 (as recipes/demo.toml), or a GPU")

@@ -52,19 +52,35 @@ def head_parameters(model: VGG) -> set[int]:
     return {id(p) for p in model.classifier[6].parameters()}
 
 
-def param_groups(model: VGG) -> list[dict]:
-    """Three groups with their own rates: conv layers, fc6/fc7, and the last FC layer (the "head")."""
+def param_groups(model: VGG, decay_bias_norm: bool = True) -> list[dict]:
+    """Three groups with their own rates: conv layers, fc6/fc7, and the last FC layer (the "head").
+    ``decay_bias_norm=False`` splits each into its weights and its biases and BatchNorm parameters
+    (every parameter of one dimension), the latter with no weight decay (same name, same rate)."""
     head = head_parameters(model)
     fc = [p for p in model.classifier.parameters() if id(p) not in head]
-    return [{"name": "features", "params": list(model.features.parameters())},
-            {"name": "fc", "params": fc},
-            {"name": "head", "params": list(model.classifier[6].parameters())}]
+    groups = [{"name": "features", "params": list(model.features.parameters())},
+              {"name": "fc", "params": fc},
+              {"name": "head", "params": list(model.classifier[6].parameters())}]
+    if decay_bias_norm:
+        return groups
+    split = []
+    for g in groups:
+        split.append({"name": g["name"], "params": [p for p in g["params"] if p.ndim > 1]})
+        split.append({"name": g["name"], "params": [p for p in g["params"] if p.ndim <= 1],
+                      "weight_decay": 0.0})
+    return [g for g in split if g["params"]]
+
+
+def conv_frozen(config: TrainConfig, epoch: int) -> bool:
+    """Whether the conv layers are frozen at ``epoch``: fine-tuning's first ``freeze_epochs``, or the
+    whole run with ``finetune = "fc"`` (App. A.1: only the FC layers fine-tuned, as OverFeat)."""
+    return epoch < config.freeze_epochs or config.finetune == "fc"
 
 
 def group_lrs(config: TrainConfig, epoch: int, factor: float) -> dict[str, float]:
     """Each group's learning rate at ``epoch``: base x head multiplier x stage x plateau factor.
     During the frozen stage of fine-tuning the conv layers do not train (rate 0)."""
-    frozen = epoch < config.freeze_epochs
+    frozen = conv_frozen(config, epoch)
     stage = 1.0 if frozen or not config.freeze_epochs else config.unfreeze_lr_scale
     base = config.lr * stage * factor
     return {"features": 0.0 if frozen else base, "fc": base, "head": base * config.head_lr_mult}

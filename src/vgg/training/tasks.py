@@ -3,7 +3,8 @@ images, the number it counts as correct, and the metric that the plateau and the
 watch. The loop itself (``loop.py``) knows none of this.
 
 :class:`Classification` is the paper's task (Sec. 3.1: multinomial logistic regression); the
-localisation of Appendix A is a second task with its own targets (boxes) and loss.
+localisation of Appendix A is a second task with its own targets (boxes) and loss
+(:class:`vgg.training.localization.Localization`); :func:`task_for` picks one from a config.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Task(Protocol):
 
     def build_model(self, config, classes: list[str], channels: int, stats: dict) -> VGG: ...
 
+    def open_data(self, config) -> tuple: ...
+
     def train_batches(self, dataset, **kwargs): ...
 
     def val_batches(self, dataset, **kwargs): ...
@@ -53,6 +56,12 @@ class Classification:
 
         return build_model(config, classes, channels, stats)
 
+    def open_data(self, config) -> tuple:
+        """(train, val) of ``config.data``: the fixed val split, optionally a subset of classes."""
+        from .build import open_data
+
+        return open_data(config)
+
     def train_batches(self, dataset, **kwargs):
         return data.train_batches(dataset, **kwargs)
 
@@ -73,6 +82,15 @@ class Classification:
 
 
 CLASSIFICATION = Classification()
+
+
+def task_for(config) -> Task:
+    """The task ``config.task`` names: classification (Sec. 3.1) or localisation (App. A)."""
+    if config.task == "localization":
+        from .localization import Localization
+
+        return Localization(config.head, config.crop_size)
+    return CLASSIFICATION
 
 
 def sums(task: Task, outputs: Tensor, targets, loss: Tensor, n: int) -> Tensor:

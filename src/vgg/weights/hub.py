@@ -168,7 +168,7 @@ def resolve_spec(spec: str, progress: bool = True) -> tuple[Path, PublishedWeigh
         return cached_download(record.url, sha256=record.sha256_prefix, progress=progress), record
     if re.match(r"https?://", spec):
         return cached_download(spec, progress=progress), None
-    raise FileNotFoundError(f"{spec} is neither a file or run folder, nor a known name "
+    raise FileNotFoundError(f"{spec} is neither a file nor a run folder, nor a known name "
                             f"({', '.join(PUBLISHED)}), nor an http(s) URL")
 
 

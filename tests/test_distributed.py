@@ -1,0 +1,60 @@
+"""torchrun set-up and device choice: one GPU per process, the autocast of each device."""
+
+import pytest
+import torch
+
+from vgg import distributed
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+    """This process as local rank 1 of 2 under torchrun, on a machine whose GPUs are mocked (only the
+    calls that ask about them); joining the group or taking a GPU is recorded, not done."""
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda dev: calls.append(("set_device", dev)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda **kw: calls.append(("init", kw["backend"])))
+
+    def gpus(n):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        return calls
+
+    return gpus
+
+
+def test_more_processes_than_gpus_is_a_clear_error_before_nccl(two_processes):
+    calls = two_processes(1)
+    with pytest.raises(ValueError, match=r"2 processes on this machine \(local rank 1\) but 1 CUDA "
+                                         r"device\(s\): NCCL needs one GPU per process.*nproc_per_node=1"):
+        distributed.setup("auto")
+    assert calls == []  # neither a GPU taken nor the group joined
+
+
+def test_one_named_gpu_for_several_processes_is_a_clear_error(two_processes):
+    calls = two_processes(2)
+    with pytest.raises(ValueError, match="--device cuda:0 puts all 2 processes of this machine on one GPU"):
+        distributed.setup("cuda:0")
+    assert calls == []
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank(two_processes):
+    calls = two_processes(2)
+    ctx = distributed.setup("cuda")
+    assert ctx.device == torch.device("cuda", 1) and (ctx.rank, ctx.world_size) == (1, 2)
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]
+
+
+def test_autocast_takes_effect_on_the_amp_devices_only(monkeypatch):
+    cpu = torch.device("cpu")
+    with distributed.autocast(cpu, True):  # the CPU runs float32 whatever amp says
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(distributed, "AMP_DEVICES", ("cuda", "cpu"))  # as the CPU tests of amp do
+    with distributed.autocast(cpu, True):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+    with distributed.autocast(cpu, False):
+        assert not torch.is_autocast_enabled("cpu")
