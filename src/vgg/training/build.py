@@ -23,9 +23,8 @@ def open_data(config: TrainConfig):
     return train_set, val_set
 
 
-def select_classes(dataset, classes: list):
-    """The images of some classes only (names, or indices into the data's class list), relabelled
-    0..K-1 in the order given: e.g. a net pre-trained on half the classes, to fine-tune on all."""
+def class_names(dataset, classes: list) -> list[str]:
+    """The data set's names of ``classes`` (names, or indices into its class list), checked."""
     names = []
     for c in classes:
         if isinstance(c, str) and c in dataset.classes:
@@ -36,6 +35,13 @@ def select_classes(dataset, classes: list):
             raise ValueError(f"class {c!r} is not one of {dataset.name}'s classes: {dataset.classes}")
     if len(set(names)) != len(names):
         raise ValueError(f"classes {classes} name a class twice")
+    return names
+
+
+def select_classes(dataset, classes: list):
+    """The images of some classes only (names, or indices into the data's class list), relabelled
+    0..K-1 in the order given: e.g. a net pre-trained on half the classes, to fine-tune on all."""
+    names = class_names(dataset, classes)
     keep = torch.tensor([dataset.classes.index(n) for n in names])
     mask = torch.isin(dataset.labels, keep)
     remap = torch.full((len(dataset.classes),), -1, dtype=torch.int64)

@@ -35,6 +35,7 @@ from .. import data
 from ..data.crops import centre_offset
 from ..localization.boxes import cxcywh_to_xyxy, decode, elementwise_iou, encode, transform_boxes
 from ..models import VGG
+from .build import class_names
 
 __all__ = ["ENCODING", "HEADS", "Localization", "box_outputs", "box_params", "build_localization_net",
            "is_localization", "localization_info", "open_box_data", "select_box_classes"]
@@ -90,16 +91,7 @@ def box_params(outputs: Tensor, labels: Tensor) -> Tensor:
 def select_box_classes(dataset, classes: list):
     """The images of some classes only, relabelled 0..K-1 in the order given (as
     :func:`vgg.training.select_classes`), their boxes of other classes dropped."""
-    names = []
-    for c in classes:
-        if isinstance(c, str) and c in dataset.classes:
-            names.append(c)
-        elif str(c).isdigit() and int(c) < len(dataset.classes):
-            names.append(dataset.classes[int(c)])
-        else:
-            raise ValueError(f"class {c!r} is not one of {dataset.name}'s classes: {dataset.classes}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"classes {classes} name a class twice")
+    names = class_names(dataset, classes)
     remap = torch.full((len(dataset.classes) + 1,), -1, dtype=torch.int64)  # index -1: padding
     for new, name in enumerate(names):
         remap[dataset.classes.index(name)] = new
