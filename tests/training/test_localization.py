@@ -104,6 +104,19 @@ def test_pcr_loss_is_the_true_class_box_only_and_correct_counts_iou_above_half()
     assert task.loss(target, targets).item() == 0.0
 
 
+def test_a_subset_of_classes_keeps_their_images_and_boxes():
+    from vgg.training.localization import select_box_classes
+
+    ds = mask_dataset(n=12)
+    ds.gt_boxes = torch.cat([ds.gt_boxes, ds.gt_boxes + 1], dim=1)  # a second box, of the other class
+    ds.gt_labels = torch.stack([ds.labels, 1 - ds.labels], dim=1)
+    sub = select_box_classes(ds, ["b"])
+    assert sub.classes == ["b"] and len(sub) == 6 and (sub.labels == 0).all()
+    assert torch.equal(sub.gt_boxes[:, 0], ds.gt_boxes[1::2, 0]) and sub.gt_boxes[:, 1].isnan().all()
+    assert (sub.gt_labels == torch.tensor([0, -1])).all()
+    assert torch.equal(sub.target_boxes(), ds.gt_boxes[1::2, 0])
+
+
 def test_the_net_is_the_classifier_with_a_new_box_layer(tmp_path):
     source = vgg.create_model("A", num_classes=3, width=0.125, crop_size=32, in_channels=1)
     source.classes = ["a", "b", "c"]
@@ -130,8 +143,9 @@ def test_config_needs_a_classifier_and_brings_the_papers_rate(tmp_path):
     assert T.make_config(None, {"task": "localization", "init_from": "x", "lr": 0.01}).lr == 0.01
     assert T.make_config(None, {}).lr == 0.01  # classification's recipe is untouched
     recipe = T.make_config(vgg_repo() / "recipes" / "fashion_mnist_loc.toml")
-    assert (recipe.task, recipe.head, recipe.data, recipe.lr) == ("localization", "pcr", "fashion-mnist-loc",
-                                                                 0.001)
+    # The CPU recipe's own rate and no dropout (README: what its 376 steps need) override the defaults.
+    assert (recipe.task, recipe.head, recipe.data, recipe.lr, recipe.dropout) == \
+        ("localization", "pcr", "fashion-mnist-loc", 0.005, 0.0)
 
 
 def vgg_repo():

@@ -257,6 +257,9 @@ def evaluate_localization(loc_nets: Sequence[VGG], dataset, *, classifiers: Sequ
     ``gt_class`` (the true class's box) or ``classifiers`` (top-1/top-5 localisation errors)."""
     if not loc_nets:
         raise ValueError("no localisation net to evaluate")
+    if not hasattr(dataset, "own_boxes"):
+        raise ValueError(f"{dataset.name} {dataset.split} has no boxes: open it with "
+                         "vgg.data.open_box_dataset (fashion-mnist-loc, or a folder with box annotations)")
     if not gt_class and not classifiers:
         raise ValueError("give --gt-class (the true class's box: Table 8) or --classifier CLS_RUN (the "
                          "top-1/top-5 localisation error: Table 9)")
