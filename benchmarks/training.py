@@ -33,7 +33,7 @@ from inference import eager_reference
 from vgg import data, distributed
 from vgg import training as vtrain
 from vgg.models import Normalization, layer_table
-from vgg.training.loop import CPU_CHANNELS_LAST
+from vgg.training.start import CPU_CHANNELS_LAST
 
 
 def reference_net(model) -> nn.Sequential:
@@ -49,7 +49,7 @@ def pixels(batch: int, channels: int, crop: int, device) -> torch.Tensor:
 
 
 def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, width: float = 1.0):
-    """The model and optimizer as `vgg train` prepares them (vgg.training.loop)."""
+    """The model and optimizer as `vgg train` prepares them (vgg.training.start)."""
     config = vtrain.TrainConfig(arch=arch, crop_size=crop, width=width, batch_size=batch, progress=False)
     stats = {"mean": [118.0] * channels}
     model = vtrain.build_model(config, [str(k) for k in range(classes)], channels, stats)

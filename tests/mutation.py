@@ -76,11 +76,11 @@ T_POST = "tests/evaluation/test_posteriors.py"
 
 MUTANTS: list[Mutant] = [
     # -- the bugs of issue 17's table ----------------------------------------------------------------
-    m("loss x 0 (no gradient)", "training/loop.py", "(loss / n).backward()", "(loss / n * 0).backward()",
+    m("loss x 0 (no gradient)", "training/step.py", "(loss / n).backward()", "(loss / n * 0).backward()",
       *TRAINING_TESTS, every=True),
-    m("gradient ascent (minus the loss)", "training/loop.py", "(loss / n).backward()",
+    m("gradient ascent (minus the loss)", "training/step.py", "(loss / n).backward()",
       "(-loss / n).backward()", *TRAINING_TESTS, every=True),
-    m("ddp: conv gradients not averaged", "training/loop.py",
+    m("ddp: conv gradients not averaged", "training/step.py",
       "        net = DistributedDataParallel(model, ",
       "        model._ddp_params_and_buffers_to_ignore = [f'features.{k}' for k, _ in "
       "model.features.named_parameters()]\n        net = DistributedDataParallel(model, ",
@@ -158,7 +158,7 @@ MUTANTS: list[Mutant] = [
       "(alphas.cpu().double() * val) @ vec", f"{T_AUGMENT}::test_pca_lighting_matches_formula"),
 
     # -- training --------------------------------------------------------------------------------------
-    m("accumulation divides each chunk by its own size", "training/loop.py", "(loss / n).backward()",
+    m("accumulation divides each chunk by its own size", "training/step.py", "(loss / n).backward()",
       "(loss / len(x)).backward()", f"{T_LOOP}::test_accumulation_equals_one_big_batch"),
     m("a plateau that never drops", "training/schedule.py", "self.drops, self.bad_epochs = self.drops + 1, 0",
       "self.drops, self.bad_epochs = self.drops, 0",
@@ -167,13 +167,13 @@ MUTANTS: list[Mutant] = [
       "lrs = group_lrs(run.config, run.epoch, run.plateau.factor)",
       "lrs = group_lrs(run.config, run.epoch, 1.0)",
       f"{T_LOOP}::test_a_plateau_divides_the_rates_in_a_run_and_resumes_with_its_state"),
-    m("plateau state not restored on resume", "training/loop.py",
+    m("plateau state not restored on resume", "training/start.py",
       "run.plateau.load_state_dict(saved[\"plateau\"])", "pass",
       f"{T_LOOP}::test_a_plateau_divides_the_rates_in_a_run_and_resumes_with_its_state"),
     m("momentum not restored on resume", "training/state.py", "if key.startswith(\"optim.\"):",
       "if key.startswith(\"optim.\") and False:",
       f"{T_LOOP}::test_sigkill_mid_epoch_then_resume_is_bitwise_equal"),
-    m("RNG states not restored on resume", "training/loop.py",
+    m("RNG states not restored on resume", "training/start.py",
       "set_rng_state(rngs[run.ctx.rank], run.device)", "pass",
       f"{T_LOOP}::test_sigkill_mid_epoch_then_resume_is_bitwise_equal"),
     m("head rate multiplier ignored", "training/schedule.py", "\"head\": base * config.head_lr_mult",
@@ -221,7 +221,7 @@ MUTANTS: list[Mutant] = [
     m("confusion PNG ignores the matrix", "report.py", "conf = torch.tensor(confusion, dtype=torch.float64)",
       "conf = torch.ones(len(classes), len(classes), dtype=torch.float64)",
       "tests/test_report.py::test_confusion_png"),
-    m("vgg bench drops --only", "cli.py", "([\"--only\", *args.only] if args.only else [])", "[]",
+    m("vgg bench drops --only", "cli/data.py", "([\"--only\", *args.only] if args.only else [])", "[]",
       "tests/test_cli_bench.py::test_bench_quick_hands_its_flags_to_the_suite"),
 
     # -- weights ---------------------------------------------------------------------------------------

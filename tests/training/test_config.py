@@ -132,7 +132,7 @@ def test_a_run_saved_before_ceil_pooling_resumes_with_its_floor_pooling(tmp_path
         del state["config"]["floor_pooling"], state["config"]["decay_bias_norm"]
         return state
 
-    monkeypatch.setattr("vgg.training.config.read_state", older)
+    monkeypatch.setattr("vgg.training.recipes.read_state", older)
     c = T.resume_config(out)
     assert c.floor_pooling is True and c.decay_bias_norm is True
 

@@ -15,14 +15,16 @@ atomically, so a run killed at any moment resumes exactly where its last checkpo
 
 The modules, in the order a run meets them:
 
-- ``config``: :class:`TrainConfig` (the paper's defaults), TOML recipes, what a resume may change;
+- ``config``: :class:`TrainConfig` (the paper's defaults); ``recipes``: TOML recipes, flags, what a
+  resume may change;
 - ``build``: the run's data (the fixed val split, class subsets) and its net (fresh, pretrained,
   from another run, or net A's transfer);
 - ``tasks``: what is learned (loss, targets, metric): :class:`Classification`; ``localization``:
   App. A's box regression (:class:`Localization`: the net from a classifier, boxes that follow the
   crops, the Euclidean loss, localisation accuracy on the centre crop);
 - ``schedule``: the plateau schedule and the parameter groups it sets;
-- ``loop``: set-up, epochs, steps, checkpoints; ``validation``: the val pass and the final test;
+- ``start``: a run's state and its set-up; ``loop``: epochs, steps, checkpoints; ``step``: one
+  step's forward and backward (DDP, accumulation); ``validation``: the val pass and the final test;
 - ``guard``: what a GPU run does differently: the host reads the sums every 10 steps, no
   non-finite update is applied in between, cuDNN autotunes the training steps only;
 - ``state``: the state file of exact resume; ``runlog``: log.jsonl, TensorBoard, the epoch lines;
@@ -30,23 +32,24 @@ The modules, in the order a run meets them:
 """
 
 from .build import adapt_input_channels, build_model, load_weights, open_data, select_classes
-from .config import (
+from .config import TrainConfig, config_keys
+from .localization import Localization
+from .loop import train
+from .recipes import (
     FINETUNE_DEFAULTS,
     RESUMABLE_CHANGES,
-    TrainConfig,
     check_keys,
-    config_keys,
     load_toml,
     make_config,
     resume_config,
     run_config,
     to_toml,
 )
-from .localization import Localization
-from .loop import CONFIG_FILE, CURVES, NonFiniteLoss, TrainResult, forward_backward, train, wrap
 from .runlog import LOG_FILE, RunLog
 from .schedule import Plateau, group_lrs, param_groups
+from .start import CONFIG_FILE, CURVES, NonFiniteLoss, TrainResult
 from .state import STATE, read_state, save_state
+from .step import forward_backward, wrap
 from .stopping import Stopped, StopRequests, exit_code
 from .tasks import CLASSIFICATION, Classification, Task, task_for
 from .validation import run_test, validate

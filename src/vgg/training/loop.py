@@ -7,107 +7,25 @@ the data is a function of (seed, epoch, position), and the state file holds ever
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import math
-import os
 import time
-import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
-from .. import data, distributed
-from ..engine import attach_cpu_inference
-from ..files import atomic_write
-from ..models import VGG
-from ..report import format_scale, plot_curves
-from ..weights import BEST, LAST, load_state, model_from_metadata, save_model
+from .. import distributed
+from ..report import plot_curves
+from ..weights import BEST, LAST, save_model
 from . import guard
-from .config import TrainConfig, to_toml
-from .runlog import LOG_FILE, EpochEstimate, RunLog, diverged_message, progress_bar, summary_line
-from .schedule import Plateau, conv_frozen, group_lrs, param_groups
-from .state import STATE, read_state, restore_optimizer, rng_state, save_state, set_rng_state
-from .stopping import StopRequests, remove_stale_temporaries, stop_agreed, stopped
-from .tasks import Task, sums, task_for
+from .config import TrainConfig
+from .runlog import LOG_FILE, EpochEstimate, diverged_message, progress_bar, summary_line
+from .schedule import conv_frozen, group_lrs
+from .start import CURVES, NonFiniteLoss, Run, TrainResult, set_up
+from .state import STATE, rng_state, save_state
+from .step import forward_backward, wrap
+from .stopping import StopRequests, stop_agreed, stopped
+from .tasks import Task, task_for
 from .validation import run_test, validate
-
-CONFIG_FILE = "config.toml"
-CURVES = "curves.png"
-# Channels-last on the CPU too: oneDNN's convolutions are faster in it (BENCHMARKS.md, Training).
-CPU_CHANNELS_LAST = True
-# Every process draws its own dropout masks from seed x DROPOUT_SEED_STRIDE + rank + 1.
-DROPOUT_SEED_STRIDE = 1_000_003
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the run stopped before saving anything from that point."""
-
-
-@dataclass
-class TrainResult:
-    output: Path
-    best_val_accuracy: float
-    best_epoch: int
-    epochs: int
-    seconds: float
-    history: list[dict] = field(default_factory=list)
-    test: dict | None = None
-
-
-@dataclass
-class Run:
-    """Everything the loop carries from one step to the next; what a checkpoint saves."""
-
-    config: TrainConfig
-    ctx: distributed.Context
-    task: Task
-    out: Path
-    model: VGG
-    optimizer: torch.optim.Optimizer
-    plateau: Plateau
-    augment: data.Augment
-    train_set: Any
-    val_set: Any
-    channels_last: bool
-    amp: bool
-    micro: int
-    epoch: int = 0
-    step: int = 0
-    global_step: int = 0
-    history: list = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"accuracy": -1.0, "epoch": -1})
-    sums: list = field(default_factory=lambda: [0.0, 0.0, 0])  # this epoch's loss sum, correct, images
-    seconds: float = 0.0
-    skipped: dict = field(default_factory=dict)  # undecodable files met by this process: path -> reason
-    log: RunLog | None = None
-    net: nn.Module | None = None
-    no_sync: Any = None
-    sync_every: int = 1  # steps between host syncs (guard.sync_every)
-    step_guard: guard.StepGuard | None = None  # on CUDA: no non-finite update between syncs
-    frozen: bool | None = None
-    last_save: float = 0.0
-    start_time: float = 0.0
-    stop: StopRequests | None = None
-    estimate: EpochEstimate | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return self.ctx.device
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    # cuDNN's autotuner runs during the training steps only (guard.cudnn_autotuning).
 
 
 def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Task | None = None
@@ -144,129 +62,6 @@ def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Tas
     distributed.cleanup()
     return result
 
-
-# -- set-up ------------------------------------------------------------------------------------------
-
-def set_up(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets, task: Task) -> Run:
-    """The run ready for its first (or next) step: data, net, optimizer, schedule, log."""
-    out = Path(config.output)
-    if config.batch_size % ctx.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {ctx.world_size} "
-                         "processes; the global batch is split evenly across them")
-    per_rank = config.batch_size // ctx.world_size
-    # Every process checks (not only rank 0), so that no process is left waiting for one that failed.
-    if not resume and (out / STATE).is_file():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another "
-                         "--output")
-    seed_everything(config.seed, config.deterministic)
-    train_set, val_set = datasets if datasets is not None else task.open_data(config)
-    saved = read_state(out / STATE) if resume else None
-    model = saved_model(saved, out) if saved is not None else new_model(config, task, train_set)
-    config = resolved_config(config, model, train_set)
-    cuda = ctx.device.type == "cuda"
-    channels_last = config.channels_last if config.channels_last is not None else (cuda or CPU_CHANNELS_LAST)
-    model.to(ctx.device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    if ctx.device.type == "cpu" and not config.compile:
-        # Validation takes the fused inference path; training steps still run the modules.
-        attach_cpu_inference(model)
-    optimizer = torch.optim.SGD(param_groups(model, config.decay_bias_norm), lr=config.lr,
-                                momentum=config.momentum, weight_decay=config.weight_decay)
-    pca = model.info.get("pca") if config.lighting_std > 0 else None
-    augment = data.Augment(crop_size=model.crop_size, scale=config.scale, flip=config.flip, pca=pca,
-                           lighting_std=config.lighting_std)
-    run = Run(config, ctx, task, out, model, optimizer,
-              Plateau(config.lr_patience, config.lr_threshold, config.lr_factor, config.lr_drops),
-              augment, train_set, val_set, channels_last,
-              config.amp and ctx.device.type in distributed.AMP_DEVICES,
-              min(config.micro_batch or per_rank, per_rank))
-    torch.manual_seed(config.seed * DROPOUT_SEED_STRIDE + ctx.rank + 1)
-    if saved is not None:
-        restore(run, saved)
-    run.sync_every = guard.sync_every(ctx.device)
-    if run.sync_every > 1:
-        run.step_guard = guard.StepGuard(optimizer, ctx.device)
-    if ctx.main:
-        open_log(run, resume)
-    run.last_save = run.start_time = time.monotonic()
-    return run
-
-
-def saved_model(saved: dict, out: Path) -> VGG:
-    model = model_from_metadata(saved["model"])
-    load_state(model, {k[6:]: v for k, v in saved["tensors"].items() if k.startswith("model.")},
-               source=str(out / STATE))
-    return model
-
-
-def new_model(config: TrainConfig, task: Task, train_set) -> VGG:
-    stats = data.channel_statistics(train_set, seed=config.seed)
-    model = task.build_model(config, train_set.classes, train_set.channels, stats)
-    model.info = {**model.info, "pca": {"eigval": stats["eigval"], "eigvec": stats["eigvec"]},
-                  "data": getattr(train_set, "name", config.data)}
-    return model
-
-
-def resolved_config(config: TrainConfig, model: VGG, train_set) -> TrainConfig:
-    """The config of what is trained: a pretrained net fixes the architecture; the scale resolved."""
-    config = dataclasses.replace(config, arch=model.arch, batch_norm=model.batch_norm, width=model.width,
-                                 crop_size=model.crop_size)
-    config = dataclasses.replace(config, scale=config.resolved_scale())
-    if list(model.classes or []) != list(train_set.classes):
-        raise ValueError(f"the checkpoint's classes {model.classes} differ from the data's "
-                         f"{train_set.classes}")
-    smin, smax = config.scale
-    if smin < model.crop_size:
-        raise ValueError(f"scale {list(config.scale)}: S must be at least the net's crop size "
-                         f"{model.crop_size}")
-    model.info["train_scale"] = [smin, smax]
-    model.info["train_config"] = config.to_dict()
-    return config
-
-
-def restore(run: Run, saved: dict) -> None:
-    """Continue where the state file left off: optimizer, schedule, position, every RNG."""
-    restore_optimizer(run.optimizer, saved["optimizer"], saved["tensors"])
-    run.plateau.load_state_dict(saved["plateau"])
-    run.epoch, run.step, run.global_step = saved["epoch"], saved["step"], saved["global_step"]
-    run.history, run.best, run.sums, run.seconds = (saved["history"], saved["best"], saved["sums"],
-                                                    saved["seconds"])
-    rngs = [{name.split(".", 2)[2]: v for name, v in saved["tensors"].items()
-             if name.startswith(f"rng.{r}.")} for r in range(saved["world_size"])]
-    if saved["world_size"] == run.ctx.world_size:
-        set_rng_state(rngs[run.ctx.rank], run.device)
-    else:
-        warnings.warn(f"resuming a {saved['world_size']}-process run on {run.ctx.world_size} processes: "
-                      "dropout masks will differ from the original run", stacklevel=3)
-    del saved["tensors"]
-
-
-def open_log(run: Run, resume: bool) -> None:
-    config, out, model = run.config, run.out, run.model
-    out.mkdir(parents=True, exist_ok=True)
-    stale = remove_stale_temporaries(out)
-    if stale:
-        print(f"removed {len(stale)} temporary file(s) that an interrupted write left in {out}: "
-              f"{', '.join(p.name for p in stale[:3])}{' ...' if len(stale) > 3 else ''}", flush=True)
-    atomic_write(out / CONFIG_FILE, lambda tmp: tmp.write_text(to_toml(config.to_dict())))
-    run.log = RunLog(out, run.global_step if resume else None)
-    if resume and run.epoch >= config.epochs:
-        epochs = f"{config.epochs} epoch{'s' if config.epochs > 1 else ''}"
-        print(f"nothing to resume: {out} has finished its {epochs} (best val {run.task.label} "
-              f"{run.best['accuracy']:.2f}% at epoch {run.best['epoch']}); give --epochs N with N > "
-              f"{config.epochs} to train it longer", flush=True)
-        return
-    run.log.write({"event": "resume" if resume else "start", "step": run.global_step, "epoch": run.epoch,
-                   "world_size": run.ctx.world_size, "device": str(run.device), "time": time.time()})
-    # The paper's name of the net, then the usual one: "B (vgg13_bn)".
-    print(f"{'resuming' if resume else 'training'} {model.config} ({model.arch}, width {model.width:g}, "
-          f"crop {model.crop_size}, S={format_scale(config.scale)}) on {len(run.train_set)} "
-          f"{run.train_set.name} images, {len(run.train_set.classes)} classes; {run.ctx.world_size} "
-          f"process(es) on {run.device}; output {out}", flush=True)
-
-
-# -- an epoch ----------------------------------------------------------------------------------------
 
 def train_epoch(run: Run) -> None:
     """One epoch's steps (from the step a resumed run stopped at), then validation and a checkpoint."""
@@ -433,50 +228,3 @@ def finish(run: Run) -> TrainResult:
             print(f"best val {metric} {run.best['accuracy']:.2f}% (epoch {run.best['epoch']}); checkpoints "
                   f"{out / BEST}, {out / LAST}; curves {out / CURVES}; log {out / LOG_FILE}", flush=True)
     return result
-
-
-# -- a step ------------------------------------------------------------------------------------------
-
-def wrap(model: VGG, ctx: distributed.Context, compile_: bool):
-    """The module the loop calls: DistributedDataParallel over the trainable parameters when several
-    processes run (gradients averaged, Sec. 3.3), optionally compiled; and DDP's ``no_sync``."""
-    net: nn.Module = model
-    no_sync = None
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
-        no_sync = net.no_sync
-    if compile_:
-        net = torch.compile(net)
-    return net, no_sync
-
-
-def forward_backward(net: nn.Module, task: Task, images, targets, micro: int, amp: bool, no_sync
-                     ) -> torch.Tensor:
-    """Gradients of the mean loss over this process's share of the batch, in chunks of ``micro``
-    images (gradient accumulation); returns (loss sum, correct, images) as float64."""
-    n = len(images)
-    autocast = distributed.autocast(images.device, amp)
-    out = torch.zeros(3, dtype=torch.float64, device=images.device)
-    starts = list(range(0, n, micro))
-    for i, s in enumerate(starts):
-        x, y = images[s:s + micro], chunk(targets, s, micro)
-        # DDP all-reduces gradients once, after the last chunk.
-        sync = no_sync() if no_sync is not None and i < len(starts) - 1 else nullcontext()
-        with sync:
-            with autocast:
-                outputs = net(x)
-            loss = task.loss(outputs, y)
-            (loss / n).backward()
-        out += sums(task, outputs, y, loss, len(x))
-    return out
-
-
-def chunk(targets, start: int, size: int):
-    """Rows start:start+size of a batch's targets: a tensor, or a tuple/dict of tensors."""
-    if isinstance(targets, torch.Tensor):
-        return targets[start:start + size]
-    if isinstance(targets, dict):
-        return {k: v[start:start + size] for k, v in targets.items()}
-    return type(targets)(t[start:start + size] for t in targets)
