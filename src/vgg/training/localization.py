@@ -181,6 +181,9 @@ class Localization:
     def open_data(self, config) -> tuple:
         return open_box_data(config)
 
+    def test(self, config, out, ctx, log, step: int) -> dict | None:
+        return run_localization_test(config, out, ctx, log, step)
+
     def train_batches(self, dataset, *, augment, seed: int, epoch: int, **kwargs):
         """The classification batches of :func:`vgg.data.train_batches` (the same crops, flips and
         colour shifts), each with its boxes moved by the same crop and flip."""

@@ -25,7 +25,7 @@ from .state import STATE, rng_state, save_state
 from .step import forward_backward, wrap
 from .stopping import StopRequests, stop_agreed, stopped
 from .tasks import Task, task_for
-from .validation import run_test, validate
+from .validation import validate
 
 
 def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Task | None = None
@@ -213,7 +213,7 @@ def finish(run: Run) -> TrainResult:
     out, log = run.out, run.log
     result = TrainResult(out, run.best["accuracy"], run.best["epoch"], run.epoch, run.seconds, run.history)
     if run.config.test:
-        result.test = run_test(run.config, out, run.ctx, log, run.global_step)
+        result.test = run.task.test(run.config, out, run.ctx, log, run.global_step)
     if log is not None and run.skipped:
         skipped = sorted(run.skipped.items())
         log.write({"event": "skipped_files", "count": len(skipped),

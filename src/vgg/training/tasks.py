@@ -43,6 +43,8 @@ class Task(Protocol):
 
     def correct(self, outputs: Tensor, targets) -> Tensor: ...
 
+    def test(self, config, out, ctx, log, step: int) -> dict | None: ...
+
 
 class Classification:
     """Image classification with the paper's loss; the metric is top-1 accuracy (%)."""
@@ -79,6 +81,12 @@ class Classification:
 
     def correct(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return (outputs.argmax(1) == targets).sum()
+
+    def test(self, config, out, ctx, log, step: int) -> dict | None:
+        """``--test``: the best net, dense over three test scales with flips (Sec. 3.2, 4.2)."""
+        from .validation import run_test
+
+        return run_test(config, out, ctx, log, step)
 
 
 CLASSIFICATION = Classification()

@@ -48,12 +48,8 @@ def run_test(config: TrainConfig, out: Path, ctx: distributed.Context, log, step
     """Evaluate the best checkpoint on the test split: dense evaluation over the paper's three test
     scales with flips (Sec. 3.2, 4.2). Folder data without a test/ split is skipped. Every process
     evaluates its share of the images (every world_size-th), so that none waits for another's
-    evaluation past the process group's timeout; rank 0 writes the record and returns it. A
-    localisation run is tested under protocol 1 of App. A.2 (centre crop, the true class's box)."""
-    if config.task == "localization":
-        from .localization import run_localization_test
-
-        return run_localization_test(config, out, ctx, log, step)
+    evaluation past the process group's timeout; rank 0 writes the record and returns it. (A
+    localisation run's test is its task's: :meth:`vgg.training.localization.Localization.test`.)"""
     from ..weights import load_model
 
     try:
