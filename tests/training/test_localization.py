@@ -263,3 +263,22 @@ def test_box_folder_reference_is_sane(loc_runs):
     assert not ds.problems and ds.gt_boxes.shape[1:] == (1, 4)
     assert not math.isnan(float(ds.gt_boxes.sum())) and (ds.gt_boxes[..., 2:] <= 64).all()
     assert np.isin(ds.labels.numpy(), range(4)).all()
+
+
+def test_the_test_of_a_localisation_run_is_protocol_1(loc_runs, tmp_path):
+    # --test of a localisation run (its task's test): the best net on the test split, centre crop at
+    # Q = S, the true class's box (Table 8). With the val split as the test split, it must give the
+    # run's own best val localisation accuracy.
+    import dataclasses
+    import shutil
+
+    from vgg import distributed
+
+    folder = tmp_path / "data"
+    shutil.copytree(loc_runs["data"], folder)
+    shutil.copytree(folder / "val", folder / "test")
+    config = dataclasses.replace(T.resume_config(loc_runs["loc"]), data=str(folder))
+    record = T.task_for(config).test(config, loc_runs["loc"], distributed.Context(), None, 0)
+    assert record["protocol"] == "centre" and record["gt_class"] and record["images"] == 128
+    best = vgg.load_model(loc_runs["loc"]).info["val_loc_accuracy"]
+    assert abs((100 - record["localization_error_gt_class"]) - best) <= 100 / 128 + 1e-9
