@@ -189,7 +189,7 @@ MUTANTS: list[Mutant] = [
     m("val loss summed, not averaged", "training/validation.py", "\"loss\": loss / max(n, 1)",
       "\"loss\": loss",
       "tests/training/test_validation.py::test_validation_takes_the_fused_path_and_agrees_with_the_modules"),
-    m("vgg train --test evaluates the val split", "training/validation.py",
+    m("vgg train --test evaluates the val split", "training/held_out.py",
       "test_set = data.open_dataset(config.data, \"test\",",
       "test_set = data.open_dataset(config.data, \"val\",",
       f"{T_LOOP}::test_train_test_evaluates_the_best_net_on_the_test_split"),

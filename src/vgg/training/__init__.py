@@ -33,6 +33,7 @@ The modules, in the order a run meets them:
 
 from .build import adapt_input_channels, build_model, load_weights, open_data, select_classes
 from .config import TrainConfig, config_keys
+from .held_out import run_test
 from .localization import Localization
 from .loop import train
 from .recipes import (
@@ -52,7 +53,7 @@ from .state import STATE, read_state, save_state
 from .step import forward_backward, wrap
 from .stopping import Stopped, StopRequests, exit_code
 from .tasks import CLASSIFICATION, Classification, Task, task_for
-from .validation import run_test, validate
+from .validation import validate
 
 __all__ = [
     "CLASSIFICATION", "CONFIG_FILE", "CURVES", "Classification", "FINETUNE_DEFAULTS", "LOG_FILE",

@@ -84,7 +84,7 @@ class Classification:
 
     def test(self, config, out, ctx, log, step: int) -> dict | None:
         """``--test``: the best net, dense over three test scales with flips (Sec. 3.2, 4.2)."""
-        from .validation import run_test
+        from .held_out import run_test
 
         return run_test(config, out, ctx, log, step)
 
