@@ -1,7 +1,15 @@
 """Suite-wide test settings."""
 
+import os
+
 import pytest
 import torch
+
+# The training runs of the suite take float32 steps on every machine, also where the CPU has native
+# bf16 (where `vgg train` takes bf16 autocast by default): their numbers and what they assert must not
+# depend on the machine CI draws. The bf16 paths have their own tests, which simulate such a CPU
+# (monkeypatching vgg.distributed.cpu_has_native_bf16). Subprocesses inherit the setting.
+os.environ["VGG_CPU_BF16"] = "0"
 
 
 def pytest_collection_modifyitems(config, items):

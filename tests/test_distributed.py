@@ -58,3 +58,31 @@ def test_autocast_takes_effect_on_the_amp_devices_only(monkeypatch):
         assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
     with distributed.autocast(cpu, False):
         assert not torch.is_autocast_enabled("cpu")
+
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\nbugs\t\t: bf16_emulation_is_not_a_flag\n"
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert distributed.cpu_has_native_bf16(ZEN4) and distributed.cpu_has_native_bf16(GRAVITON3)
+    # only the flags line counts, not another line that happens to contain the word
+    assert not distributed.cpu_has_native_bf16(ZEN3)
+    assert not distributed.cpu_has_native_bf16("model name\t: AMD EPYC\n")
+
+
+def test_training_steps_take_bf16_on_cuda_and_on_cpus_with_native_bf16(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda native=native: native)
+        assert distributed.training_amp(cpu, True) == native
+        assert distributed.training_amp(cuda, True)
+        assert not distributed.training_amp(cpu, False) and not distributed.training_amp(cuda, False)
+
+
+def test_vgg_cpu_bf16_0_treats_the_cpu_as_one_without(monkeypatch):
+    # The suite runs with it (tests/conftest.py); a given cpuinfo is read as it is.
+    monkeypatch.setenv("VGG_CPU_BF16", "0")
+    assert not distributed.cpu_has_native_bf16() and distributed.cpu_has_native_bf16(ZEN4)
+    assert not distributed.training_amp(torch.device("cpu"), True)

@@ -40,6 +40,28 @@ def test_bf16_autocast_training_and_validation_on_the_cpu(tmp_path, monkeypatch,
     assert all(p.dtype == torch.float32 for p in runs[0].model.parameters())  # the weights stay float32
 
 
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_steps_take_bf16_where_the_cpu_has_it_and_validation_stays_float32(tmp_path, monkeypatch, runs,
+                                                                               amp):
+    # A CPU with native bf16 (simulated, so that any machine runs the test): the steps run under
+    # autocast unless --no-amp; validation takes the float32 engine either way.
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)
+    seen = set()
+    real_train_epoch = loop.train_epoch
+
+    def train_epoch(run):
+        if not seen:
+            # fc6: a module call in the steps and in validation's engine alike
+            run.model.classifier[0].register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
+        real_train_epoch(run)
+
+    monkeypatch.setattr(loop, "train_epoch", train_epoch)
+    r = T.train(learning_config(tmp_path, f"amp{amp}", amp=amp))
+    steps = torch.bfloat16 if amp else torch.float32
+    assert runs[0].amp == amp and seen == {(True, steps), (False, torch.float32)}
+    assert_learned(r.output)
+
+
 @pytest.mark.slow  # inductor compiles C++ kernels for the forward and backward (its cache serves reruns)
 def test_compiled_training_on_the_cpu_learns_and_equals_eager(tmp_path, runs):
     # --compile as on CUDA, with inductor's CPU backend; skipped where inductor cannot compile.

@@ -88,7 +88,8 @@ def train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--device", default=S, help="auto, cpu, cuda (default auto)")
     p.add_argument("--limit", type=int, default=S, help="first N images of each split")
     p.add_argument("--channels-last", action=yes_no, default=S, help="default: on")
-    p.add_argument("--amp", action=yes_no, default=S, help="bf16 autocast on CUDA (default on)")
+    p.add_argument("--amp", action=yes_no, default=S,
+                   help="bf16 autocast of the steps on CUDA and on CPUs with native bf16 (default on)")
     p.add_argument("--compile", action=yes_no, default=S, help="torch.compile the net")
     p.add_argument("--save-every", type=int, default=S, help="also checkpoint every N steps")
     p.add_argument("--save-minutes", type=float, default=S, help="and every M minutes (default 10)")

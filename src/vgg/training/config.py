@@ -86,6 +86,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     channels_last: bool | None = None
+    # bf16 autocast of the training steps on CUDA and on CPUs with native bf16 (distributed.training_amp)
     amp: bool = True
     compile: bool = False
     save_every: int = 0

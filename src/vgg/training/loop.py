@@ -157,7 +157,7 @@ def end_epoch(run: Run, lrs: dict, seen: int, train_seconds: float) -> None:
     """Validate, step the schedule, keep the best net, checkpoint, log and print the epoch."""
     config, ctx, model, metric = run.config, run.ctx, run.model, run.task.metric
     val = validate(model, run.val_set, task=run.task, scale=config.resolved_val_scale(),
-                   batch_size=max(config.batch_size // ctx.world_size, 64), ctx=ctx, amp=run.amp,
+                   batch_size=max(config.batch_size // ctx.world_size, 64), ctx=ctx, amp=config.amp,
                    channels_last=run.channels_last, workers=config.workers,
                    ceil_mode=not config.floor_pooling)
     run.skipped.update(val.pop("skipped"))

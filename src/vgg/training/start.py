@@ -73,7 +73,7 @@ class Run:
     train_set: Any
     val_set: Any
     channels_last: bool
-    amp: bool
+    amp: bool  # the steps run under bf16 autocast (distributed.training_amp)
     micro: int
     epoch: int = 0
     step: int = 0
@@ -140,7 +140,7 @@ def set_up(config: TrainConfig, ctx: distributed.Context, resume: bool, datasets
     run = Run(config, ctx, task, out, model, optimizer,
               Plateau(config.lr_patience, config.lr_threshold, config.lr_factor, config.lr_drops),
               augment, train_set, val_set, channels_last,
-              config.amp and ctx.device.type in distributed.AMP_DEVICES,
+              distributed.training_amp(ctx.device, config.amp),
               min(config.micro_batch or per_rank, per_rank))
     torch.manual_seed(config.seed * DROPOUT_SEED_STRIDE + ctx.rank + 1)
     if saved is not None:

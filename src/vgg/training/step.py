@@ -33,7 +33,8 @@ def forward_backward(net: nn.Module, task: Task, images, targets, micro: int, am
     """Gradients of the mean loss over this process's share of the batch, in chunks of ``micro``
     images (gradient accumulation); returns (loss sum, correct, images) as float64."""
     n = len(images)
-    autocast = distributed.autocast(images.device, amp)
+    # ``amp`` was decided once for the run (distributed.training_amp): bf16 autocast of the forward.
+    autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp)
     out = torch.zeros(3, dtype=torch.float64, device=images.device)
     starts = list(range(0, n, micro))
     for i, s in enumerate(starts):
