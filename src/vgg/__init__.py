@@ -7,6 +7,16 @@ augmentation, data sets), ``training`` (Sec. 3.1, 3.3), ``evaluation`` (Sec. 3.2
 ``files``, ``distributed``, ``cli``.
 """
 
+import os
+
+# Transparent huge pages for torch's big CPU buffers (its own switch, read once, at torch's first
+# allocation; so set before torch is imported, and only where the user has not set it). Without it
+# every big activation comes from a fresh mmap whose 4 kB pages are faulted in and zeroed on each
+# call: 25,000 faults for VGG16's first 103 MB activation at batch 8, ~560 with it (BENCHMARKS.md,
+# Inference, "Page faults"). THP_MEM_ALLOC_ENABLE=0 turns it off; importing torch before vgg leaves
+# torch's default.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 from .data import open_dataset
 from .engine import prepare_for_inference
 from .evaluation import evaluate, predict

@@ -71,3 +71,31 @@ def test_fused_runner_stays_out_of_training_and_autograd(tiny):
     model.eval()
     with torch.no_grad():
         assert not fused.usable(x.double())
+
+
+def test_bf16_runner_computes_in_bf16_and_stays_close_to_float32(monkeypatch, tiny):
+    # --bf16 (opt-in): the convs and the crop-size FC layers in bfloat16, float32 in and out.
+    from vgg import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)  # any machine runs the test
+    base = tiny("vgg16_bn", 32)
+    fp32 = prepare_for_inference(copy.deepcopy(base))
+    bf16 = prepare_for_inference(copy.deepcopy(base), bf16=True)
+    x = 50 * torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        ref, out = fp32(x), bf16(x)
+        big = bf16(50 * torch.randn(2, 3, 64, 96))  # a dense call: the head as convs, in float32
+    assert out.dtype == big.dtype == torch.float32 and big.shape == (2, 7)
+    assert all(step.weight.dtype == torch.bfloat16 for step in bf16.features._plan
+               if hasattr(step, "weight_shape"))
+    err = float((out - ref).abs().max() / ref.abs().max())
+    assert 1e-5 < err < 3e-2, err  # bf16's rounding, not float32's, and no more
+    assert (out.argmax(1) == ref.argmax(1)).all()
+
+
+def test_bf16_is_refused_where_the_cpu_would_emulate_it(monkeypatch, tiny):
+    from vgg import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="native bfloat16"):
+        prepare_for_inference(tiny("vgg11", 32), bf16=True)

@@ -16,24 +16,29 @@ class PackedLinear(DenseLinear):
     batches (BENCHMARKS.md). :meth:`of` makes one that shares the weight and bias Parameters of a
     layer. Costs one more copy of the weight in memory (411 MB for VGG16's fc6), a plain attribute
     rebuilt when the weight changes and left out of copies and pickles. ``usable`` as
-    :class:`~vgg.engine.fused.FusedFeatures`; every other call is DenseLinear's own forward."""
+    :class:`~vgg.engine.fused.FusedFeatures`; every other call is DenseLinear's own forward.
+    ``dtype`` bfloat16: the packed weight and the matmul in bf16 (float32 accumulation), the output
+    float32."""
 
     def __init__(self, in_channels: int, out_features: int, kernel_size: int = 1):
         super().__init__(in_channels, out_features, kernel_size)
         self._key: tuple | None = None
         self._packed: Tensor | None = None
+        self._bias: Tensor | None = None
+        self.dtype = torch.float32
 
     @classmethod
-    def of(cls, layer: DenseLinear) -> PackedLinear:
-        """A PackedLinear holding ``layer``'s very weight and bias."""
+    def of(cls, layer: DenseLinear, dtype: torch.dtype = torch.float32) -> PackedLinear:
+        """A PackedLinear holding ``layer``'s very weight and bias, computing in ``dtype``."""
         with torch.device("meta"):  # no memory for weights that are replaced at once
             packed = cls(layer.in_channels, layer.out_features, layer.kernel_size)
         packed.weight, packed.bias = layer.weight, layer.bias
         packed.training = layer.training
+        packed.dtype = dtype
         return packed
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_key": None, "_packed": None}
+        return {**super().__getstate__(), "_key": None, "_packed": None, "_bias": None}
 
     @staticmethod
     def available() -> bool:
@@ -55,8 +60,10 @@ class PackedLinear(DenseLinear):
         """``F.linear(x, weight, bias)`` on the packed weight (the checks of :meth:`usable` are the
         caller's)."""
         w, b = self.weight, self.bias
-        key = tensors_key((w, b))
+        key = (self.dtype, *tensors_key((w, b)))
         if key != self._key:
-            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), x.shape[0])
+            self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().to(self.dtype), x.shape[0])
+            self._bias = b.detach().to(self.dtype)
             self._key = key
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self._packed, b.detach(), "none", [], "")
+        x = x.to(self.dtype).contiguous()
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self._bias, "none", [], "").float()
