@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 import vgg
 
@@ -93,3 +94,31 @@ def test_cli_evaluate_pools_as_caffe_unless_floor_pooling(checkpoints, tmp_path,
     assert rows[()]["ceil_pooling"] is True and rows[("--floor-pooling",)]["ceil_pooling"] is False
     assert rows[("--ceil-pooling",)]["per_class"] == rows[()]["per_class"]
     assert rows[()]["confusion"] != rows[("--floor-pooling",)]["confusion"]  # Q = 37: the pooling matters
+
+
+def test_cli_evaluate_bf16_runs_the_engine_in_bf16_with_about_the_same_numbers(checkpoints, tmp_path,
+                                                                                monkeypatch, capsys):
+    import json
+
+    from vgg import distributed
+    from vgg.cli import main
+    from vgg.evaluation import commands
+
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)  # any machine runs the test
+    loaded = []
+    real = commands.load_nets
+    monkeypatch.setattr(commands, "load_nets", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    rows = {}
+    for flags in ([], ["--bf16"]):
+        path = tmp_path / f"{len(flags)}.json"
+        assert main(["evaluate", str(checkpoints["fixed"]), "--split", "test", "--limit", "48", "--scales",
+                     "32", "37", "--json", str(path), "--confusion", str(tmp_path / "c.png"),
+                     "--no-progress", "--device", "cpu", *flags]) == 0
+        rows[tuple(flags)] = json.loads(path.read_text())
+    assert [nets[0].features.dtype for nets in loaded] == [torch.float32, torch.bfloat16]
+    fp32, bf16 = rows[()], rows[("--bf16",)]
+    assert abs(fp32["top1_accuracy"] - bf16["top1_accuracy"]) <= 100 * 2 / 48  # at most two images move
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: False)
+    assert main(["evaluate", str(checkpoints["fixed"]), "--limit", "4", "--bf16", "--no-progress",
+                 "--device", "cpu"]) == 2
+    assert "native bfloat16" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from .. import __version__
 from .data import bench_args, bench_run, data_args, data_run
 from .evaluate import evaluate_args, evaluate_run, predict_args, predict_run
 from .networks import models_args, models_run, summary_args, summary_run
+from .reproduce import reproduce_args, reproduce_run
 from .train import finetune_args, finetune_run, train_args, train_run
 from .weights import (
     convert_args,
@@ -56,6 +57,8 @@ COMMANDS: dict[str, Command] = {
                  finetune_args, finetune_run),
     "bench": ("the benchmark suite (make bench): inference, training, data, against references",
               bench_args, bench_run),
+    "reproduce": ("the paper's experiments (Tables 3-6, 8-9) as one resumable pipeline of runs, and "
+                  "REPORT.md with the paper's tables beside ours", reproduce_args, reproduce_run),
 }
 
 

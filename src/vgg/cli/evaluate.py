@@ -24,6 +24,9 @@ def protocol_args(p: argparse.ArgumentParser, several: bool) -> None:
     p.add_argument("--no-flip", action="store_true", help="leave out the horizontally flipped views")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="float32 on the GPU (default: bfloat16 autocast)")
+    p.add_argument("--bf16", action="store_true",
+                   help="on a CPU with native bfloat16 (AVX512-BF16, AMX): run the nets in bf16, about "
+                   "twice as fast, top-1 within ~0.1 point (BENCHMARKS.md); default float32")
     pooling_args(p)
 
 
@@ -40,6 +43,11 @@ def ceil_pooling(args) -> bool:
     if args.floor_pooling and args.ceil_pooling:
         raise ValueError("give --floor-pooling or --ceil-pooling, not both (ceil, Caffe's, is the default)")
     return not args.floor_pooling
+
+
+def no_bf16(args) -> None:
+    if args.bf16:
+        raise ValueError("--bf16 runs classification nets; localisation nets run in float32 on the CPU")
 
 
 def _checkpoints(args, items: list[str]) -> list[str]:
@@ -83,6 +91,7 @@ def evaluate_run(args) -> None:
 
     checkpoints = _checkpoints(args, args.checkpoints)
     if args.gt_class or args.classifier or any(is_localization_checkpoint(c) for c in checkpoints):
+        no_bf16(args)
         run_localization_evaluate(
             checkpoints, classifiers=args.classifier, data=args.data, split=args.split,
             protocols=args.protocol, gt_class=args.gt_class, scales=args.scales,
@@ -96,8 +105,8 @@ def evaluate_run(args) -> None:
         protocols=args.protocol, scales=args.scales, single_scale=args.single_scale,
         breakdown=args.breakdown,
         flip=False if args.no_flip else None, limit=args.limit, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, amp=not args.no_amp, ceil_mode=ceil_pooling(args),
-        json=args.json,
+        workers=args.workers, device=args.device, amp=not args.no_amp, bf16=args.bf16,
+        ceil_mode=ceil_pooling(args), json=args.json,
         confusion=args.confusion,
         progress=not args.no_progress))
 
@@ -111,6 +120,9 @@ def predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", action="append", default=[], metavar="CLS_RUN",
                    help="localisation: the classification net whose scores rank the boxes (repeatable)")
     p.add_argument("--draw", metavar="DIR", help="localisation: a PNG of each image with its boxes, in DIR")
+    p.add_argument("--heatmap", metavar="DIR",
+                   help="a PNG of each image with the dense class score map of its top class (the first "
+                   "net's, at the first --scales or its one test scale), in DIR")
 
 
 def predict_run(args) -> None:
@@ -121,6 +133,10 @@ def predict_run(args) -> None:
     if not inputs:
         raise ValueError("give image files or folders after the checkpoint")
     if args.classifier or args.draw or any(is_localization_checkpoint(c) for c in ckpts):
+        no_bf16(args)
+        if args.heatmap:
+            raise ValueError("--heatmap draws a classification net's score map; a localisation net "
+                             "draws its boxes with --draw")
         run_localization_predict(ckpts, inputs, classifiers=args.classifier, scales=args.scales,
                                  single_scale=args.single_scale, flip=False if args.no_flip else None,
                                  topk=args.topk, device=args.device, amp=not args.no_amp,
@@ -128,4 +144,5 @@ def predict_run(args) -> None:
         return
     run_predict(ckpts, inputs, protocol=args.protocol, scales=args.scales,
                 flip=False if args.no_flip else None, single_scale=args.single_scale, topk=args.topk,
-                device=args.device, amp=not args.no_amp, ceil_mode=ceil_pooling(args), as_json=args.json)
+                device=args.device, amp=not args.no_amp, bf16=args.bf16, ceil_mode=ceil_pooling(args),
+                as_json=args.json, heatmap=args.heatmap)

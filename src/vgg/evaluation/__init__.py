@@ -14,12 +14,14 @@ weighing 1/2; a fusion of nets averages the nets' posteriors (Sec. 4.4).
   weighted averages per scale and the fusion of nets;
 - :mod:`.metrics`: top-1 / top-5 error, per-class accuracy, the confusion matrix;
 - :mod:`.protocols`: a data set under one or several protocols, the rows of Tables 3-6;
-- :mod:`.predict`: the same rule on image files and folders;
+- :mod:`.predict`: the same rule on image files and folders; :mod:`.heatmap`: the dense class score
+  map of an image's top class, drawn over it (``vgg predict --heatmap``);
 - :mod:`.commands`: ``vgg evaluate`` and ``vgg predict``; their tables and plots are
   :mod:`vgg.report`.
 """
 
 from .commands import EvalConfig, default_confusion_path, load_nets, run_evaluate, run_predict
+from .heatmap import class_heatmap, draw_heatmap, write_heatmaps
 from .metrics import confusion_matrix, metrics, topk_correct
 from .posteriors import (
     Batches,
@@ -54,6 +56,7 @@ from .views import (
 __all__ = [
     "COMPONENTS", "GRID", "LIBRARY_RATIO", "PROTOCOLS", "SCALE_STEP", "Batches", "EvalConfig",
     "EvalResult", "ScalePosteriors", "View", "batches_by_size", "caffe_pooling", "check_scales",
+    "class_heatmap", "draw_heatmap", "write_heatmaps",
     "common_classes", "confusion_matrix", "default_confusion_path", "default_flip", "default_scales",
     "evaluate", "evaluate_protocols", "fused_posteriors", "image_files", "library_scale", "load_nets",
     "match_channels", "method_views", "metrics", "plan_views", "posterior", "posteriors_by_scale",

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..data import open_dataset
 from ..distributed import resolve_device
 from ..models import VGG
@@ -18,15 +20,17 @@ from .protocols import EvalResult, evaluate_protocols
 from .views import PROTOCOLS
 
 
-def load_nets(specs: Sequence[str], device) -> list[VGG]:
+def load_nets(specs: Sequence[str], device, bf16: bool = False) -> list[VGG]:
     """Load every checkpoint, ready for inference: our file or run folder (its best checkpoint), a
-    foreign weight file (torchvision, timm, Keras), a known name (``vgg16``) or a URL."""
+    foreign weight file (torchvision, timm, Keras), a known name (``vgg16``) or a URL. ``bf16``: the
+    CPU engine in bfloat16 (:func:`vgg.engine.attach_cpu_inference`; on a GPU ``amp`` does it)."""
     from ..engine import prepare_for_inference
     from ..weights import load_any
 
     if not specs:
         raise ValueError("give at least one checkpoint (or --pretrained NAME|PATH|URL)")
-    return [prepare_for_inference(load_any(spec), device) for spec in specs]
+    return [prepare_for_inference(load_any(spec), device, bf16=bf16 and torch.device(device).type == "cpu")
+            for spec in specs]
 
 
 @dataclass
@@ -46,6 +50,7 @@ class EvalConfig:
     workers: int = 0
     device: str | None = None
     amp: bool = True
+    bf16: bool = False
     ceil_mode: bool = True
     json: str | None = None
     confusion: str | None = None
@@ -86,7 +91,7 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
     write the confusion matrix PNG and (``json``) every number."""
     device = resolve_device(config.device)
     dataset = open_dataset(config.data, config.split, limit=config.limit)
-    models = load_nets(config.checkpoints, device)
+    models = load_nets(config.checkpoints, device, config.bf16)
     results = evaluate_protocols(models, dataset, names=config.checkpoints, protocols=config.protocols,
                                  scales=config.scales, flip=config.flip, single_scale=config.single_scale,
                                  breakdown=config.breakdown, amp=config.amp, ceil_mode=config.ceil_mode,
@@ -115,13 +120,20 @@ def run_evaluate(config: EvalConfig, out=print) -> list[EvalResult]:
 
 def run_predict(checkpoints: Sequence[str], inputs: Sequence[str], *, protocol: str = "dense",
                 scales: Sequence[int] | None = None, flip: bool | None = None, single_scale: bool = False,
-                topk: int = 5, device: str | None = None, amp: bool = True, ceil_mode: bool = True,
-                as_json: bool = False, out=print,
+                topk: int = 5, device: str | None = None, amp: bool = True, bf16: bool = False,
+                ceil_mode: bool = True, as_json: bool = False, heatmap: str | None = None, out=print,
                 err=None) -> list[dict]:
     """The ``vgg predict`` command: the top-k classes of each image; unreadable files are reported
-    by name (on ``err``) and skipped."""
+    by name (on ``err``) and skipped. ``heatmap``: a folder for each image's class score map
+    (:func:`.heatmap.write_heatmaps`)."""
     err = err or (lambda s: print(s, file=sys.stderr))
-    models = load_nets(checkpoints, resolve_device(device))
+    models = load_nets(checkpoints, resolve_device(device), bf16)
+    if heatmap:
+        from .heatmap import write_heatmaps
+
+        maps, _ = write_heatmaps(models, inputs, heatmap, scale=scales[0] if scales else None,
+                                 ceil_mode=ceil_mode)
+        err(f"wrote {len(maps)} score map(s) to {heatmap}")
     results, skipped = predict(models, inputs, names=checkpoints, protocol=protocol, scales=scales,
                                flip=flip, single_scale=single_scale, topk=topk, amp=amp,
                                ceil_mode=ceil_mode)
