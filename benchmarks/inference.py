@@ -1,12 +1,17 @@
 """Inference speed of VGG16 at 224 along the path `vgg evaluate` and `vgg predict` use, against a
 plain eager reference (fp32, NCHW, an nn.Sequential with the same layers and a Linear head), a large
-matmul (for model FLOP utilisation) and onnxruntime on the exported model when it is installed.
+matmul (for model FLOP utilisation), and the runtimes users deploy with, on our ONNX export of the
+same net when they are installed: onnxruntime (CPU provider) and OpenVINO (CPU plugin, f32 precision
+hint, latency mode: one stream, the same number of threads).
 
 Ours is ``vgg.models.prepare_for_inference`` (what ``vgg evaluate`` and ``vgg predict`` load nets
 with) called as ``evaluate.posterior`` calls it: channels_last weights and, on the CPU, the fused
 conv+ReLU runner with prepacked weights; the FC head takes its matmul path at crop size.
 
     .venv/bin/python benchmarks/inference.py [--batches 1 8 32] [--rounds 5] [--bf16] [--json PATH]
+
+``--bf16`` adds ours in bfloat16 (`vgg evaluate --bf16`: the engine's convs and FC layers in bf16, on
+CPUs with native bf16), never in the fp32 comparison.
     .venv/bin/python benchmarks/inference.py --layers [--batches 8]   # per layer, ours vs onnxruntime
 """
 
@@ -44,15 +49,47 @@ def eager_reference(model: vgg.VGG) -> nn.Sequential:
     return net.to(memory_format=torch.contiguous_format).eval()
 
 
-def onnx_session(model: vgg.VGG, tmp: Path, profile: bool = False):
+def onnx_file(model: vgg.VGG, tmp: Path) -> Path | None:
+    """Our ONNX export of ``model`` (what both runtimes load), or None without the onnx extra."""
     try:
-        import onnxruntime as ort
-
         from vgg.export import export_onnx
     except ImportError:
         return None
     path = tmp / "vgg16.onnx"
-    export_onnx(model, path)
+    if not path.exists():
+        export_onnx(model, path)
+    return path
+
+
+def runtime_and_graph(name: str, model: vgg.VGG, tmp: Path):
+    """The runtime module ``name`` and our ONNX export of ``model``, or None when either is missing."""
+    import importlib
+
+    try:
+        runtime = importlib.import_module(name)
+    except ImportError:
+        return None
+    path = onnx_file(model, tmp)
+    return None if path is None else (runtime, path)
+
+
+def openvino_model(model: vgg.VGG, tmp: Path):
+    """OpenVINO's CPU plugin on the ONNX export, fp32, one stream on our threads; None if absent."""
+    found = runtime_and_graph("openvino", model, tmp)
+    if found is None:
+        return None
+    ov, path = found
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32",
+              "PERFORMANCE_HINT": "LATENCY"}
+    return core.compile_model(core.read_model(str(path)), "CPU", config)
+
+
+def onnx_session(model: vgg.VGG, tmp: Path, profile: bool = False):
+    found = runtime_and_graph("onnxruntime", model, tmp)
+    if found is None:
+        return None
+    ort, path = found
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     if profile:
@@ -96,8 +133,8 @@ def he_init(model: nn.Module) -> nn.Module:
 
 def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 5,
         bf16: bool = False) -> dict:
-    """Every inference figure; returns the JSON-able results. ``bf16``: also time the opt-in
-    bfloat16 autocast path (not the fp32 comparison)."""
+    """Every inference figure; returns the JSON-able results. ``bf16``: also time ours in bfloat16
+    (opt-in; on the CPU the engine in bf16, on CUDA autocast), never in the fp32 comparison."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     base = he_init(vgg.create_model(arch, crop_size=size)).eval()
@@ -108,14 +145,20 @@ def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 
     n = 4096 if device == "cpu" else 8192  # a matmul about as long as a model call, under the same load
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     autocast_bf16 = torch.autocast(device, dtype=torch.bfloat16)
+    if bf16 and device == "cpu":
+        half = prepare_for_inference(copy.deepcopy(ours), device, bf16=True)
 
-    def ours_bf16(x):
-        with autocast_bf16:
-            return ours(x)
+        def ours_bf16(x):
+            return half(x)
+    else:
+        def ours_bf16(x):
+            with autocast_bf16:
+                return ours(x)
 
     results = []
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         session = onnx_session(base, Path(tmp)) if device == "cpu" else None
+        openvino = openvino_model(base, Path(tmp)) if device == "cpu" else None
         for batch in batches:
             x = torch.randn(batch, 3, size, size, device=device)
             # evaluate.posterior's call: the normalised NCHW float batch straight into model(x)
@@ -128,7 +171,13 @@ def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 
                 np_ref = session.run(None, {"images": xn})[0]
                 assert_close_relative(torch.from_numpy(np_ref), ref(x), 1e-4, f"onnxruntime, batch {batch}")
                 contenders["onnxruntime"] = lambda xn=xn: session.run(None, {"images": xn})
+            if openvino is not None:
+                xn = x.cpu().numpy()
+                assert_close_relative(torch.from_numpy(openvino(xn)[0]), ref(x), 1e-4,
+                                      f"OpenVINO, batch {batch}")
+                contenders["openvino"] = lambda xn=xn: openvino(xn)
             if bf16:
+                assert_close_relative(ours_bf16(x), ref(x), 5e-2, f"ours bf16, batch {batch}")
                 contenders["ours bf16"] = lambda x=x: ours_bf16(x)
             times = interleaved(contenders, rounds)
             ips = {k: batch / median(v) for k, v in times.items() if k != "matmul"}
@@ -136,8 +185,9 @@ def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 
             row = {"batch": batch, "images_per_s": ips,
                    "vs_reference": list(ratio(times, "ours", "reference")),
                    "mfu": 2 * macs * ips["ours"] / peak, "matmul_gflops": peak / 1e9, "rounds_s": times}
-            if "onnxruntime" in times:
-                row["vs_onnxruntime"] = list(ratio(times, "ours", "onnxruntime"))
+            for runtime in ("onnxruntime", "openvino"):
+                if runtime in times:
+                    row[f"vs_{runtime}"] = list(ratio(times, "ours", runtime))
             if bf16:
                 row["bf16_vs_ours"] = list(ratio(times, "ours bf16", "ours"))
             results.append(row)
@@ -178,7 +228,7 @@ def layer_times(arch: str = "vgg16", size: int = 224, batch: int = 8, rounds: in
         if session is None:
             raise SystemExit("--layers needs onnxruntime (pip install -e '.[onnx]')")
         ours(x)  # packs the weights
-        steps = ours.fused_features._plan
+        steps = ours.features._plan
         for _ in range(rounds + 1):
             h = x
             for i, step in enumerate([*steps, ours.forward_head]):
@@ -220,14 +270,18 @@ def print_results(res: dict) -> None:
     for row in res["inference"]:
         ips = row["images_per_s"]
         rows.append([row["batch"], f"{ips['ours']:.2f}", f"{ips['reference']:.2f}",
-                     f"{ips.get('onnxruntime', float('nan')):.2f}", cell(row["vs_reference"]),
+                     f"{ips.get('onnxruntime', float('nan')):.2f}",
+                     f"{ips.get('openvino', float('nan')):.2f}",
+                     cell(row["vs_reference"]),
                      cell(row["vs_onnxruntime"]) if "vs_onnxruntime" in row else "-",
+                     cell(row["vs_openvino"]) if "vs_openvino" in row else "-",
                      f"{100 * row['mfu']:.0f}%"]
-                    + ([f"{ips['ours bf16']:.2f}"] if "ours bf16" in ips else []))
+                    + ([f"{ips['ours bf16']:.2f}", cell(row["bf16_vs_ours"])] if "ours bf16" in ips else []))
     bf16 = any("ours bf16" in r["images_per_s"] for r in res["inference"])
     print_table(f"{res['arch']} at {res['size']}: inference images/s; ratio = median over rounds (min-max)",
-                ["batch", "ours", "eager NCHW", "onnxruntime", "vs eager", "vs onnxruntime", "MFU"]
-                + (["ours bf16 (opt-in)"] if bf16 else []), rows)
+                ["batch", "ours", "eager NCHW", "onnxruntime", "OpenVINO", "vs eager", "vs onnxruntime",
+                 "vs OpenVINO", "MFU"]
+                + (["ours bf16 (opt-in)", "bf16 vs ours fp32"] if bf16 else []), rows)
     h = res["head"]
     print(f"\nhead at crop size, batch 8: matmul path {1e3 * h['matmul_s']:.1f} ms, as 7x7 + 1x1 "
           f"convolutions {1e3 * h['conv_s']:.1f} ms ({cell(h['conv_vs_matmul'])} slower), "

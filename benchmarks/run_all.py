@@ -27,8 +27,13 @@ from common import machine, print_table, write_json  # noqa: E402
 PARTS = ("inference", "training", "data")
 
 # Each figure: (description, goal or None). The goals of the performance issue on a 2-core CPU.
-GOALS = {"inference vs eager NCHW, batch 8": 1.3, "inference vs onnxruntime, batch 8": 1.0,
-         "training step vs reference loop": 1.0, "real data / synthetic": 0.9,
+GOALS = {"inference vs eager NCHW, batch 8": 1.3,
+         # issue 15: ahead of the runtimes users deploy with, on the same ONNX graph
+         "inference vs onnxruntime, batch 8": 1.2, "inference vs openvino, batch 8": 1.2,
+         "bf16 inference vs ours fp32, batch 8": 1.6,
+         # issue 15: the training step along `vgg train`'s path against the plain fp32 loop
+         "training step vs reference loop, VGG16 @ 224": 1.2, "training step vs reference loop, 32x32": 1.4,
+         "real data / synthetic": 0.9,
          "data train pipeline vs Pillow": 1.5, "data eval pipeline vs Pillow, 2048x1536": 2.0}
 
 
@@ -48,14 +53,22 @@ def summary_rows(results: dict) -> list[list]:
             b = row["batch"]
             add(f"{inf['arch']}@{inf['size']} inference b{b} vs eager NCHW", row["vs_reference"],
                 "inference vs eager NCHW, batch 8" if b == 8 else None)
-            if "vs_onnxruntime" in row:
-                add(f"{inf['arch']}@{inf['size']} inference b{b} vs onnxruntime", row["vs_onnxruntime"],
-                    "inference vs onnxruntime, batch 8" if b == 8 else None)
+            for runtime in ("onnxruntime", "openvino"):
+                if f"vs_{runtime}" in row:
+                    add(f"{inf['arch']}@{inf['size']} inference b{b} vs {runtime}", row[f"vs_{runtime}"],
+                        f"inference vs {runtime}, batch 8" if b == 8 else None)
+            if "bf16_vs_ours" in row:
+                add(f"{inf['arch']}@{inf['size']} bf16 inference b{b} vs ours fp32", row["bf16_vs_ours"],
+                    "bf16 inference vs ours fp32, batch 8" if b == 8 else None)
         add("head at crop size: 7x7+1x1 conv time / matmul time", inf["head"]["conv_vs_matmul"])
     if "training" in results:
         for s in results["training"]["steps"]:
-            add(f"train step {s['name']} b{s['batch']} vs reference loop", s["vs_reference"],
-                "training step vs reference loop")
+            add(f"train step {s['name']} b{s['batch']} ({s.get('precision', 'fp32')}) vs reference loop",
+                s["vs_reference"], "training step vs reference loop, "
+                + ("VGG16 @ 224" if s["crop"] == 224 else "32x32"))
+            if "fp32_vs_reference" in s:
+                add(f"train step {s['name']} b{s['batch']} (fp32, --no-amp) vs reference loop",
+                    s["fp32_vs_reference"])
         for e in results["training"]["end_to_end"]:
             add(f"train end-to-end {e['name']} real / synthetic", e["real_vs_synthetic"],
                 "real data / synthetic")

@@ -6,9 +6,10 @@ reference loop written here, and end-to-end training from real data against synt
   does, ``param_groups`` for SGD) stepped by ``vgg.training.forward_backward`` + ``optimizer.step``.
   The reference is an nn.Sequential with the same layers and weights (NCHW, flatten + nn.Linear
   head), torch.optim.SGD with the same momentum and weight decay, F.cross_entropy, backward, step,
-  in the same precision as ours: bf16 autocast on CUDA (as `vgg train`), fp32 on the CPU.
-  A large matmul timed in the same rounds, in that precision too (bf16 on CUDA, fp32 on the CPU),
-  gives the model FLOP utilisation (3 x forward FLOPs).
+  bf16 autocast on CUDA (as ours there), fp32 on the CPU: the plain fp32 loop a user would write.
+  Ours takes bf16 autocast where `vgg train` does (`distributed.training_amp`: CUDA, and CPUs with
+  native bf16; `--no-amp` benchmarks the fp32 steps). A large matmul timed in the same rounds, in the
+  precision of our steps, gives the model FLOP utilisation (3 x forward FLOPs).
 - end to end: the same step fed by ``vgg.data.train_batches`` (decode, Sec. 3.1 augmentation,
   normalise) against the same step on one synthetic tensor: generated ImageNet-like JPEGs
   (500x375, benchmarks/data.py) for the 224 net, Fashion-MNIST in memory for the 32x32 net.
@@ -48,9 +49,11 @@ def pixels(batch: int, channels: int, crop: int, device) -> torch.Tensor:
     return torch.randint(0, 256, (batch, channels, crop, crop), device=device).float() - 118.0
 
 
-def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, width: float = 1.0):
+def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, width: float = 1.0,
+               amp: bool = True, batch_norm: bool = False):
     """The model and optimizer as `vgg train` prepares them (vgg.training.start)."""
-    config = vtrain.TrainConfig(arch=arch, crop_size=crop, width=width, batch_size=batch, progress=False)
+    config = vtrain.TrainConfig(arch=arch, crop_size=crop, width=width, batch_size=batch, progress=False,
+                                amp=amp, batch_norm=batch_norm)
     stats = {"mean": [118.0] * channels}
     model = vtrain.build_model(config, [str(k) for k in range(classes)], channels, stats)
     cuda = torch.cuda.is_available()
@@ -63,7 +66,7 @@ def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, wi
                                 weight_decay=config.weight_decay)
     net, no_sync = vtrain.wrap(model, distributed.Context(device=device), False)
     model.train()
-    amp = cuda and config.amp
+    amp = distributed.training_amp(device, config.amp)
 
     def step(images, labels):
         optimizer.zero_grad(set_to_none=True)
@@ -72,7 +75,7 @@ def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, wi
         out.tolist()
         optimizer.step()
 
-    return model, step, device, channels_last, config
+    return model, step, device, channels_last, config, amp
 
 
 def reference_setup(model, config, device):
@@ -95,26 +98,38 @@ def reference_setup(model, config, device):
 
 
 def step_benchmark(name: str, arch: str, crop: int, channels: int, classes: int, batch: int,
-                   rounds: int) -> dict:
+                   rounds: int, width: float = 1.0, batch_norm: bool = False) -> dict:
+    """Ours as `vgg train` steps (bf16 where the run takes it), ours with `--no-amp` (fp32), the
+    plain reference loop, and the peak matmul, interleaved in each round."""
     torch.manual_seed(0)
-    model, ours, device, channels_last, config = ours_setup(arch, crop, channels, classes, batch)
+    model, ours, device, channels_last, config, amp = ours_setup(arch, crop, channels, classes, batch,
+                                                                 width, batch_norm=batch_norm)
     ref = reference_setup(model, config, device)
+    contenders = {"ours": ours, "reference": ref}
+    if amp:
+        torch.manual_seed(0)
+        contenders["ours fp32"] = ours_setup(arch, crop, channels, classes, batch, width, amp=False,
+                                             batch_norm=batch_norm)[1]
     x = pixels(batch, channels, crop, device)
     y = torch.randint(0, classes, (batch,), device=device)
     x_ours = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     n = 4096 if device.type == "cpu" else 8192  # about as long as a step, under the same load
-    # The peak in the steps' precision: bf16 on CUDA (an fp32 peak there lets MFU pass 100%).
-    dtype = torch.bfloat16 if device.type == "cuda" and config.amp else torch.float32
+    # The peak in the steps' precision (an fp32 peak would let a bf16 step's MFU pass 100%).
+    dtype = torch.bfloat16 if amp else torch.float32
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    times = interleaved({"ours": lambda: ours(x_ours, y), "reference": lambda: ref(x, y),
-                         "matmul": lambda: a @ b}, rounds)
+    calls = {k: (lambda f=f, k=k: f(x if k == "reference" else x_ours, y)) for k, f in contenders.items()}
+    times = interleaved({**calls, "matmul": lambda: a @ b}, rounds)
     macs = sum(r["macs"] for r in layer_table(model, crop))
     peak = 2 * n**3 / median(times["matmul"])
     ips = {k: batch / median(v) for k, v in times.items() if k != "matmul"}
-    r = ratio(times, "ours", "reference")
-    return {"name": name, "arch": arch, "crop": crop, "batch": batch, "images_per_s": ips,
-            "vs_reference": list(r), "mfu": 3 * 2 * macs * ips["ours"] / peak, "matmul_gflops": peak / 1e9,
-            "matmul_dtype": str(dtype).removeprefix("torch."), "rounds_s": times}
+    out = {"name": name, "arch": arch, "crop": crop, "batch": batch, "width": width, "batch_norm": batch_norm,
+           "precision": "bf16 autocast" if amp else "fp32", "images_per_s": ips,
+           "vs_reference": list(ratio(times, "ours", "reference")),
+           "mfu": 3 * 2 * macs * ips["ours"] / peak, "matmul_gflops": peak / 1e9,
+           "matmul_dtype": str(dtype).removeprefix("torch."), "rounds_s": times}
+    if amp:
+        out["fp32_vs_reference"] = list(ratio(times, "ours fp32", "reference"))
+    return out
 
 
 def forever(make_epoch):
@@ -126,7 +141,7 @@ def end_to_end(name: str, arch: str, crop: int, batch: int, rounds: int, dataset
     """Steps fed by train_batches (real data) against steps on one synthetic batch."""
     torch.manual_seed(0)
     channels, classes = dataset.channels, len(dataset.classes)
-    model, step, device, channels_last, _ = ours_setup(arch, crop, channels, classes, batch)
+    model, step, device, channels_last, _, _ = ours_setup(arch, crop, channels, classes, batch)
     augment = data.Augment(crop_size=crop, scale=scale, flip=True, pca=None)
     norm = Normalization((118.0,) * channels, (1.0,) * channels)
     batches = forever(lambda e: data.train_batches(dataset, augment=augment, normalization=norm,
@@ -153,7 +168,10 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
     big_batch = 4 if quick else 8
     small_batch = 32 if quick else 64
     steps = [step_benchmark("VGG16 @ 224", "vgg16", 224, 3, 1000, big_batch, rounds),
-             step_benchmark("VGG11 @ 32x32", "vgg11", 32, 1, 10, small_batch, rounds)]
+             step_benchmark("VGG11 @ 32x32", "vgg11", 32, 1, 10, small_batch, rounds),
+             # make demo's net: B with BN at width 0.25, crop 32 (recipes/demo.toml)
+             step_benchmark("demo net (B-BN x0.25) @ 32x32", "vgg13", 32, 1, 10, 2 * small_batch, rounds,
+                            width=0.25, batch_norm=True)]
     with tempfile.TemporaryDirectory() as tmp:
         from data import make_images
 
@@ -166,12 +184,20 @@ def run(quick: bool = False, rounds: int | None = None) -> dict:
 
 
 def print_results(results: dict) -> None:
-    rows = [[s["name"], s["batch"], f"{s['images_per_s']['ours']:.2f}",
+    def fp32(s, key):
+        return "-" if "ours fp32" not in s["images_per_s"] else key(s)
+
+    rows = [[s["name"], s["batch"], s["precision"], f"{s['images_per_s']['ours']:.2f}",
+             fp32(s, lambda s: f"{s['images_per_s']['ours fp32']:.2f}"),
              f"{s['images_per_s']['reference']:.2f}",
-             "{:.2f}x ({:.2f}-{:.2f})".format(*s["vs_reference"]), f"{100 * s['mfu']:.0f}%"]
+             "{:.2f}x ({:.2f}-{:.2f})".format(*s["vs_reference"]),
+             fp32(s, lambda s: "{:.2f}x ({:.2f}-{:.2f})".format(*s["fp32_vs_reference"])),
+             f"{100 * s['mfu']:.0f}%"]
             for s in results["steps"]]
-    print_table("training step (forward, backward, SGD), images/s; ratio = median over rounds (min-max)",
-                ["net", "batch", "ours", "reference loop", "vs reference", "MFU"], rows)
+    print_table("training step (forward, backward, SGD), images/s; ratio = median over rounds (min-max); "
+                "the reference loop is fp32 on the CPU",
+                ["net", "batch", "ours' precision", "ours", "ours fp32", "reference loop",
+                 "ours vs reference", "ours fp32 vs reference", "MFU"], rows)
     rows = [[e["name"], e["batch"], f"{e['images_per_s']['real']:.2f}",
              f"{e['images_per_s']['synthetic']:.2f}",
              "{:.2f}x ({:.2f}-{:.2f})".format(*e["real_vs_synthetic"])]
