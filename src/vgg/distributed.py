@@ -126,8 +126,8 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 def training_amp(device: torch.device, amp: bool) -> bool:
     """Whether a run's training steps take bfloat16 autocast: ``amp`` (``--amp``, the default) on
     the :data:`AMP_DEVICES` and on a CPU with native bf16 arithmetic (:func:`cpu_has_native_bf16`).
-    On such a CPU it makes the steps 1.3-1.6x faster at the same accuracy (README, "bf16 on the
-    CPU"); the weights, the optimizer, the loss and the validation stay float32."""
+    On such a CPU it makes the steps 1.4-1.7x faster at the same accuracy (README, Performance;
+    BENCHMARKS.md); the weights, the optimizer, the loss and the validation stay float32."""
     return amp and (device.type in AMP_DEVICES or (device.type == "cpu" and cpu_has_native_bf16()))
 
 
