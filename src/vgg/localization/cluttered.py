@@ -142,9 +142,8 @@ def load_cluttered(split: str, *, canvas: int = CANVAS, sizes: tuple[int, int] =
     boxes float32 (N, 4), labels int64 (N,))``; class names are ``vgg.data.FASHION_MNIST_CLASSES``.
 
     Generated once, then read from :func:`cache_path` (a compressed ``.npz`` written atomically: 50 MB
-    for train at the defaults, 9 MB for test). Measured at the defaults on a busy 2-core machine:
-    generating takes about 2 s for the 10,000 test images and 3-4.5 s for the 55,000 train images
-    (one core, Fashion-MNIST already read), writing the file 1 s / 4 s, reading it back 0.2 s / 1.6 s.
+    for train at the defaults, 9 MB for test): generating a split takes seconds, reading the file back
+    a fraction of that (BENCHMARKS.md, "Figures that left the code comments").
     ``limit`` keeps the first N images (the whole split is still generated and cached, so the first N
     never depend on N).
     """
@@ -179,7 +178,7 @@ def load_cluttered(split: str, *, canvas: int = CANVAS, sizes: tuple[int, int] =
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
                     # Compressed: mostly black canvases shrink 4.5x (train: 227 -> 50 MB), and reading
-                    # them back (1.5 s) still beats generating them again.
+                    # them back still beats generating them again (BENCHMARKS.md).
                     np.savez_compressed(f, canvases=canvases, boxes=boxes, labels=labels)
 
             atomic_write(path, write)

@@ -18,10 +18,11 @@ from .pipeline import format_duration
 from .plan import Options, Step
 
 ROUNDS, WARM = 5, 2
-# The greedy merge of App. A.2's dense protocol runs per image in Python (README: ~10 ms per image).
+# The greedy merge of App. A.2's dense protocol runs per image in Python: seconds per image
+# assumed by the estimate (README, Localisation, measured there).
 MERGE_SECONDS = 0.01
 # What a real step costs beyond the timed forward and backward passes (data, augmentation, the
-# loop's bookkeeping): measured 1.5-2.5x on the 2-core machine (D, BN, width 0.25, crop 32).
+# loop's bookkeeping), as a factor (BENCHMARKS.md, "Figures that left the code comments").
 OVERHEAD = 1.5
 
 
