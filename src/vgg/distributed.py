@@ -9,6 +9,7 @@ process whose :attr:`Context.main` is true.
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -105,6 +106,15 @@ def autocast(device: torch.device, amp: bool) -> AbstractContextManager:
     return nullcontext()
 
 
+@functools.cache
+def machine_cpuinfo() -> str:
+    """``/proc/cpuinfo``, read once a process ("" where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU multiplies bfloat16 in hardware: AVX512-BF16 or AMX on x86 (Zen 4 and later,
     Cooper Lake, Sapphire Rapids), BF16 on Arm (the flags of ``/proc/cpuinfo``, or of ``cpuinfo``).
@@ -114,10 +124,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     if cpuinfo is None:
         if os.environ.get("VGG_CPU_BF16") == "0":
             return False
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
+        cpuinfo = machine_cpuinfo()
     flags = {w for line in cpuinfo.splitlines() if line.partition(":")[0].strip() in ("flags", "Features")
              for w in line.partition(":")[2].split()}
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)

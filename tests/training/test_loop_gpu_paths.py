@@ -23,17 +23,24 @@ def runs(monkeypatch):
     return made
 
 
-def test_bf16_autocast_training_and_validation_on_the_cpu(tmp_path, monkeypatch, runs):
-    monkeypatch.setattr(distributed, "AMP_DEVICES", ("cuda", "cpu"))  # CUDA's default, on the CPU
-    seen = set()
+def output_dtypes(monkeypatch, layer) -> set:
+    """(training mode, output dtype) of every call of ``layer(run.model)`` in the next run, filled in
+    as the run goes."""
+    seen: set = set()
     real_train_epoch = loop.train_epoch
 
     def train_epoch(run):
         if not seen:
-            run.model.features[0].register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
+            layer(run.model).register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
         real_train_epoch(run)
 
     monkeypatch.setattr(loop, "train_epoch", train_epoch)
+    return seen
+
+
+def test_bf16_autocast_training_and_validation_on_the_cpu(tmp_path, monkeypatch, runs):
+    monkeypatch.setattr(distributed, "AMP_DEVICES", ("cuda", "cpu"))  # CUDA's default, on the CPU
+    seen = output_dtypes(monkeypatch, lambda model: model.features[0])
     r = T.train(learning_config(tmp_path, "amp"))
     assert runs[0].amp and seen == {(True, torch.bfloat16), (False, torch.bfloat16)}  # steps and validation
     assert_learned(r.output)
@@ -46,16 +53,8 @@ def test_cpu_steps_take_bf16_where_the_cpu_has_it_and_validation_stays_float32(t
     # A CPU with native bf16 (simulated, so that any machine runs the test): the steps run under
     # autocast unless --no-amp; validation takes the float32 engine either way.
     monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)
-    seen = set()
-    real_train_epoch = loop.train_epoch
-
-    def train_epoch(run):
-        if not seen:
-            # fc6: a module call in the steps and in validation's engine alike
-            run.model.classifier[0].register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
-        real_train_epoch(run)
-
-    monkeypatch.setattr(loop, "train_epoch", train_epoch)
+    # fc6: a module call in the steps and in validation's engine alike
+    seen = output_dtypes(monkeypatch, lambda model: model.classifier[0])
     r = T.train(learning_config(tmp_path, f"amp{amp}", amp=amp))
     steps = torch.bfloat16 if amp else torch.float32
     assert runs[0].amp == amp and seen == {(True, steps), (False, torch.float32)}

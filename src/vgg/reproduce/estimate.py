@@ -4,15 +4,16 @@ images, epochs and views each step will see."""
 
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from ..distributed import autocast, resolve_device, training_amp
+from ..distributed import resolve_device, training_amp
+from ..engine import prepare_for_inference
 from ..models import create_model, parse_arch
 from .pipeline import format_duration
 from .plan import Options, Step
@@ -57,7 +58,11 @@ class Timer:
         return self.cache[key]
 
     def bench(self, config: str, batch_norm: bool, width: float, crop: int):
-        """(one training step, one forward pass) of the net on a random batch, warmed up."""
+        """(one training step, one forward pass) of the net on a random batch, warmed up: the step
+        as `vgg train` takes it (:func:`vgg.training.forward_backward`, bf16 autocast where the run
+        takes it), the forward pass as `vgg evaluate` does (:func:`prepare_for_inference`)."""
+        from ..training import CLASSIFICATION, forward_backward
+
         torch.manual_seed(0)
         model = create_model(config, num_classes=self.classes, batch_norm=batch_norm, width=width,
                              crop_size=crop, in_channels=self.channels).to(self.device)
@@ -67,19 +72,17 @@ class Timer:
         x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, self.classes, (self.batch,), device=self.device)
         amp = training_amp(self.device, True)  # as the runs train: bf16 autocast where it is native
+        fast = prepare_for_inference(copy.deepcopy(model), self.device)
 
         def train():
             model.train()
             opt.zero_grad(set_to_none=True)
-            with autocast(self.device, amp):
-                loss = nn.functional.cross_entropy(model(x).float(), y)
-            loss.backward()
+            forward_backward(model, CLASSIFICATION, x, y, len(y), amp, None)
             opt.step()
 
         def forward():
-            model.eval()
             with torch.inference_mode():
-                model(x)
+                fast(x)
 
         for _ in range(WARM):  # the first calls build oneDNN's primitives
             train()

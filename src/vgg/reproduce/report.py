@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_write
+from ..report import format_scale
 from . import paper
 from .conclusions import conclusions
 from .pipeline import STEP_FILE, format_duration
@@ -99,8 +100,8 @@ def table3(r: Results, plan: list[Step]) -> str:
              "|---|---|---|---|---|---|"]
     for step in ordered_classifiers(plan):
         row = r.cls.get((step.net, step.train_scale), {}).get("one")
-        s = step.config["scale"]
-        lines.append(f"| {step.net} | {SCALE_WORDS[step.train_scale]} | {format_s(s)} | {scales_text(row)} | "
+        s = format_scale(step.config["scale"], ";")
+        lines.append(f"| {step.net} | {SCALE_WORDS[step.train_scale]} | {s} | {scales_text(row)} | "
                      f"{cell(r.out, row)} | {paper_pair(paper.TABLE3.get((step.net, step.train_scale)))} |")
     return "\n".join(lines)
 
@@ -165,10 +166,6 @@ def table9(r: Results) -> str:
               f"test scales help; fusing the S = 256 and S = 384 nets helps) and "
               f"{paper.TABLE9_TEST_TOP5}% top-5 localisation error on the ILSVRC-2014 test set."]
     return "\n".join(lines)
-
-
-def format_s(s) -> str:
-    return str(s[0]) if s[0] == s[1] else f"[{s[0]};{s[1]}]"
 
 
 def ordered_classifiers(plan: list[Step]) -> list[Step]:
