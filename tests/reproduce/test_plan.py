@@ -113,6 +113,14 @@ def test_the_fashion_mnist_preset(tmp_path):
     assert len([s for s in plan if s.kind == "train"]) == 18
     assert by_name(plan)["D-jitter"].config["scale"] == [37, 73]
     assert o.epochs >= 3 and o.batch_norm
+    # At crop 32 Caffe's rounding costs ~20 points (README, Pooling): the preset pools as PyTorch, in
+    # the validation of every training step and in every evaluation.
+    assert all(s.config["floor_pooling"] for s in plan if s.kind == "train")
+    calls = [c for s in plan for c in s.calls]
+    assert calls and not any(c["ceil_mode"] for c in calls)
+    caffe = make_plan(preset_options("fashion-mnist", floor_pooling=False), tmp_path)
+    assert all(c["ceil_mode"] for s in caffe for c in s.calls)
+    assert not any(s.config["floor_pooling"] for s in caffe if s.kind == "train")
 
 
 def test_plan_command_prints_steps_sources_and_estimates(tmp_path, capsys):

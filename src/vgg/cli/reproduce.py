@@ -9,7 +9,7 @@ import sys
 OPTION_FLAGS = ("data", "loc_data", "scale_factor", "crop_size", "width", "batch_norm", "init", "epochs",
                 "finetune_epochs", "loc_epochs", "batch_size", "lr", "loc_lr", "limit", "loc_limit",
                 "eval_limit", "loc_eval_limit", "split", "eval_batch_size", "nets", "tables", "seed",
-                "device", "workers")
+                "device", "workers", "floor_pooling")
 
 
 def reproduce_args(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,10 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["val", "test"],
                    help="evaluations' split (default test where there is one)")
     p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--floor-pooling", action=argparse.BooleanOptionalAction, default=None,
+                   help="dense views (validation, evaluation) pool with PyTorch's rounding down instead "
+                   "of Caffe's rounding up (the fashion-mnist preset's default: at crop 32 the extra "
+                   "positions see 2-5 px strips)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda (default auto)")
     p.add_argument("--workers", "-j", type=int, help="image decoding processes")

@@ -143,7 +143,8 @@ def score_map_figure(out: Path, r) -> tuple[Path, str] | None:
     model = load_nets([str(out / step.name)], "cpu")[0]
     q = max(default_scales(model.crop_size, train_scale(model)))
     files = sample_files(call["data"], call["split"], out / FIGURES / "samples")
-    maps, _ = write_heatmaps([model], files, out / FIGURES / "scoremaps", scale=q)
+    maps, _ = write_heatmaps([model], files, out / FIGURES / "scoremaps", scale=q,
+                             ceil_mode=call.get("ceil_mode", True))
     path = montage([Path(m["heatmap"]) for m in maps], out / FIGURES / "scoremaps.png")
     return (path, f"{step.name}: the class score map of each image's top class at Q = {q}") if path else None
 
@@ -162,7 +163,8 @@ def boxes_figure(out: Path, plan: list[Step]) -> tuple[Path, str] | None:
     if not loc or not classifiers:
         return None
     files = sample_files(call["data"], call["split"], out / FIGURES / "loc_samples")
-    results, _ = predict_boxes(load_nets(loc, "cpu"), load_nets(classifiers, "cpu"), files, topk=3)
+    results, _ = predict_boxes(load_nets(loc, "cpu"), load_nets(classifiers, "cpu"), files, topk=3,
+                               ceil_mode=call.get("ceil_mode", True))
     drawn = draw_predictions(results, out / FIGURES / "boxes", shown=1)
     path = montage(drawn, out / FIGURES / "boxes.png")
     names = ", ".join(Path(c).name for c in loc)
