@@ -13,6 +13,7 @@ import functools
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ class Context:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this setup() joined the process group, so its cleanup() leaves it
 
     @property
     def distributed(self) -> bool:
@@ -61,8 +63,11 @@ def resolve_device(device: str | None = "auto", local_rank: int = 0) -> torch.de
     return dev
 
 
-def setup(device: str = "auto") -> Context:
-    """Join the process group when launched by torchrun; return this process's :class:`Context`."""
+def setup(device: str = "auto", timeout: timedelta | None = None) -> Context:
+    """Join the process group when launched by torchrun (unless this process is in one already, as
+    under ``vgg reproduce``, whose training steps share its group); return this process's
+    :class:`Context`. ``timeout``: how long a collective waits for the other processes (torch's
+    default, 30 min for gloo, 10 min for NCCL, when None)."""
     if not launched_by_torchrun():
         return Context(device=resolve_device(device))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -71,10 +76,12 @@ def setup(device: str = "auto") -> Context:
     if dev.type == "cuda":
         check_one_gpu_each(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.cuda.set_device(dev)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
-                                device_id=dev if dev.type == "cuda" else None)
-    return Context(rank, world, local_rank, dev)
+                                device_id=dev if dev.type == "cuda" else None,
+                                **({"timeout": timeout} if timeout is not None else {}))
+    return Context(rank, world, local_rank, dev, owns_group=owns)
 
 
 def check_one_gpu_each(device: str | None, local_rank: int, local_world_size: int) -> None:
@@ -138,9 +145,22 @@ def training_amp(device: torch.device, amp: bool) -> bool:
     return amp and (device.type in AMP_DEVICES or (device.type == "cpu" and cpu_has_native_bf16()))
 
 
-def cleanup() -> None:
-    if dist.is_initialized():
+def cleanup(ctx: Context) -> None:
+    """Leave the process group if ``ctx``'s :func:`setup` joined it (a group set up by the caller of
+    ``vgg.training.train`` outlives the run)."""
+    if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_object(value):
+    """Rank 0's ``value`` in every process (``value`` itself in a single process): decisions read from
+    the file system (which steps finished, which resume) are made once, so that every process runs
+    the same collectives."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@ same command runs again, the finished steps are kept (not re-run), and a finishe
 mixed with different settings."""
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -75,7 +77,26 @@ def test_nproc_per_node_runs_each_training_step_under_torchrun(tmp_path, monkeyp
     assert start["world_size"] == 2  # Sec. 3.3: the step's batch split over two processes
     assert json.loads((out / "A-S256" / "step.json").read_text())["processes"] == 2
     assert (out / "eval-A-S256" / "dense.json").is_file() and (out / "REPORT.md").is_file()
-    # launched by torchrun itself, the pipeline says how to run it instead
+    # launched by torchrun itself, it does not launch torchrun again for each step
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="--nproc-per-node"):
-        run_plan(make_plan(preset_options("tiny", nets=("A",), tables=("3",)), out), out)
+    with pytest.raises(ValueError, match="under torchrun already"):
+        run_plan(make_plan(preset_options("tiny", nets=("A",), tables=("3",)), out), out, processes=2)
+
+
+def test_under_torchrun_every_training_step_shares_the_pipelines_process_group(tmp_path):
+    # `torchrun -m vgg reproduce`: B-S256 is the second training run in the same two processes, so it
+    # fails if the first run (A-S256) tears the process group down.
+    out = tmp_path / "torchrun"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vgg",
+         "reproduce", "--preset", "tiny", "--nets", "A", "B", "--tables", "3", "--device", "cpu",
+         "--no-progress", "--output", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in ("A-S256", "B-S256"):
+        start = next(r for r in records(out / step) if r.get("event") == "start")
+        assert start["world_size"] == 2, step
+    # rank 0 alone evaluates, records and reports: each line once
+    assert done.stdout.count("[3/4] eval-A-S256: done") == 1, done.stdout
+    assert (out / "eval-B-S256" / "dense.json").is_file() and (out / "REPORT.md").is_file()
+    assert json.loads((out / "B-S256" / "step.json").read_text())["step"] == "B-S256"

@@ -186,6 +186,20 @@ def test_two_processes_equal_one(tmp_path):
     assert state["world_size"] == 2
 
 
+def test_a_run_leaves_a_process_group_it_did_not_set_up(tmp_path):
+    # `torchrun -m vgg reproduce` sets up one group for all its training steps: a run inside it must
+    # not tear the group down (the next step would find none, and the pipeline's barriers do nothing).
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        T.train(tiny_config(tmp_path))
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_unreadable_files_are_skipped_and_counted_at_the_end(tmp_path, capsys):
     from PIL import Image
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -106,6 +107,8 @@ def reproduce_run(args) -> None:
 
     preset, options = options_of(args)
     plan = make_plan(options, args.output)
+    if (args.plan or args.report) and int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 prints the plan or writes the report
     if args.plan:
         seconds = None if args.no_estimate else estimate(plan, options)
         print(f"vgg reproduce: preset {preset}, {len(plan)} steps in {args.output}")

@@ -1,9 +1,10 @@
 """Running a plan: each step an ordinary run in ``DIR/<step>/``, in order; a step that finished (its
 ``step.json``) is kept, a training step that was interrupted resumes exactly from its last checkpoint
 (:func:`vgg.training.resume_config`), an evaluation step redoes only the evaluations without their
-JSON. With ``processes`` > 1 every training step is its own ``torchrun --nproc-per-node N -m vgg
-train`` (a process group lives for one run: ``vgg.training.train`` tears it down at the end, and a
-second run in the same torchrun processes cannot set up another); the evaluations run in this process.
+JSON. Distributed training (Sec. 3.3) either way: with ``processes`` > 1 every training step is its
+own ``torchrun --nproc-per-node N -m vgg train`` and the evaluations run in this process; or the whole
+pipeline runs under torchrun, every process in one process group that each training step shares
+(``vgg.training.train`` leaves a group it did not set up), the evaluations on rank 0.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from .. import distributed
@@ -76,55 +78,89 @@ def check_unchanged(out: Path, plan: list[Step]) -> None:
                          "--output, the same flags as before, or remove those step folders")
 
 
+# Under torchrun the pipeline's process group lives for the whole plan: ranks other than 0 wait in a
+# barrier while rank 0 evaluates (Table 5's protocols on ILSVRC's 50,000 images take hours), so the
+# group's timeout is long. A failed process cannot leave the others waiting: torchrun stops them all.
+GROUP_TIMEOUT = timedelta(hours=24)
+
+
 def run_plan(plan: list[Step], out: str | Path, *, command: str = "", report: Callable | None = None,
              processes: int = 1, say=print) -> dict[str, dict]:
     """Run every step not finished yet; returns {step: its record}. ``report(out, plan, records)`` is
-    called at the end. ``processes``: training processes per step (torchrun, Sec. 3.3)."""
+    called at the end. ``processes``: training processes per step, each step its own torchrun
+    (Sec. 3.3). Launched by torchrun itself (``torchrun --nproc-per-node N -m vgg reproduce``), every
+    process runs the plan: the training steps are distributed over the processes, the evaluations,
+    the step records and the report are rank 0's."""
     out = Path(out)
-    if distributed.launched_by_torchrun():
-        raise ValueError("run vgg reproduce itself as one process and give --nproc-per-node N: each "
-                         "training step is then launched with torchrun (a torchrun process runs one "
-                         "training run)")
+    under_torchrun = distributed.launched_by_torchrun()
+    if under_torchrun and processes > 1:
+        raise ValueError("vgg reproduce runs under torchrun already: give torchrun's --nproc-per-node, "
+                         "not vgg reproduce's --nproc-per-node (which launches torchrun for each step)")
     check_unchanged(out, plan)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json({"command": command, "steps": [s.to_dict() for s in plan]}, out / PLAN_FILE)
-    records = {s.name: r for s in plan if (r := finished(out, s)) is not None}
+    ctx = distributed.setup(plan_device(plan), timeout=GROUP_TIMEOUT) if under_torchrun else None
+    try:
+        return run_steps(plan, out, command, report, processes, say, main=ctx is None or ctx.main)
+    finally:
+        if ctx is not None:
+            distributed.cleanup(ctx)
+
+
+def plan_device(plan: list[Step]) -> str:
+    return next((s.config.get("device") or "auto" for s in plan if s.kind == "train"), "auto")
+
+
+def run_steps(plan: list[Step], out: Path, command: str, report: Callable | None, processes: int, say,
+              main: bool) -> dict[str, dict]:
+    """:func:`run_plan`'s loop; ``main``: this process writes (rank 0, or the only process)."""
+    if not main:
+        say = _quiet
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json({"command": command, "steps": [s.to_dict() for s in plan]}, out / PLAN_FILE)
+    records = distributed.broadcast_object({s.name: r for s in plan if (r := finished(out, s)) is not None})
     n = len(plan)
     for i, step in enumerate(plan, 1):
         head = f"[{i}/{n}] {step.name}"
         if step.name in records:
             say(f"{head}: finished ({format_duration(records[step.name]['seconds'])}), kept")
             continue
-        missing = [s for s in step.sources if step.kind == "evaluate" and not (out / s / STEP_FILE).is_file()]
+        missing = [s for s in step.sources if step.kind == "evaluate" and s not in records]
         if missing:
             raise FileNotFoundError(f"{step.name} needs {', '.join(missing)}, which has not finished")
-        resuming = step.kind == "train" and (step_folder(out, step) / STATE).is_file()
+        resuming = distributed.broadcast_object(
+            step.kind == "train" and (step_folder(out, step) / STATE).is_file())
         sources = f" from {', '.join(step.sources)}" if step.sources else ""
         say(f"{head}: {'resuming ' if resuming else ''}{step.label}{sources}")
         t0 = time.monotonic()
         if step.kind != "train":
-            result = run_evaluate_step(out, step, say)
+            result = run_evaluate_step(out, step, say) if main else {}
+            distributed.barrier()
         elif processes > 1:
-            result = launch_train_step(out, step, processes)
+            result = launch_train_step(out, step, processes, resuming)
         else:
-            result = run_train_step(out, step)
+            result = run_train_step(out, step, resuming)
         seconds = time.monotonic() - t0
         record = {"step": step.name, "kind": step.kind, "settings": settings(step), "seconds": seconds,
                   "finished": time.time(), "command": command, **result}
-        write_json(record, step_folder(out, step) / STEP_FILE)
+        if main:
+            write_json(record, step_folder(out, step) / STEP_FILE)
         records[step.name] = record
         say(f"{head}: done in {format_duration(seconds)}")
-    if report is not None:
+    if report is not None and main:
         path = report(out, plan, records)
         say(f"wrote {path}")
     return records
 
 
-def run_train_step(out: Path, step: Step) -> dict:
-    """``vgg train`` with the step's config; resumed exactly when its folder holds a checkpoint
+def _quiet(*args, **kwargs) -> None:
+    """What ranks other than 0 print: nothing (rank 0 speaks for the run, as in ``vgg train``)."""
+
+
+def run_train_step(out: Path, step: Step, resume: bool) -> dict:
+    """``vgg train`` with the step's config; ``resume``: exactly from the checkpoint in its folder
     (the saved config must then be the plan's: :func:`resume_config` refuses a change)."""
     folder = step_folder(out, step)
-    if (folder / STATE).is_file():
+    if resume:
         config = resume_config(folder, step.config)
         result = train(config, resume=True)
     else:
@@ -133,14 +169,13 @@ def run_train_step(out: Path, step: Step) -> dict:
             "train_seconds": result.seconds}
 
 
-def launch_train_step(out: Path, step: Step, processes: int) -> dict:
+def launch_train_step(out: Path, step: Step, processes: int, resume: bool) -> dict:
     """The training step as ``torchrun --standalone --nproc-per-node N -m vgg train``, its config a
-    TOML recipe in the step's folder; resumed when the folder holds a checkpoint."""
+    TOML recipe in the step's folder; ``resume``: from the checkpoint in the folder."""
     folder = step_folder(out, step)
     folder.mkdir(parents=True, exist_ok=True)
     recipe = folder / "reproduce.toml"
     recipe.write_text(to_toml(step.config))
-    resume = (folder / STATE).is_file()
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                str(processes), "-m", "vgg", "train", "--config", str(recipe)]
     command += ["--resume"] if resume else []

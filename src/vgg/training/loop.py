@@ -49,7 +49,7 @@ def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Tas
         result = finish(run)
     except BaseException:
         gc.collect()
-        distributed.cleanup()
+        distributed.cleanup(ctx)
         raise
     # The DDP wrapper (its reducer holds the process group and gloo's pending work) sits in reference
     # cycles: free it now, while the interpreter is whole; freed at exit instead, gloo's threads can
@@ -59,7 +59,7 @@ def train(config: TrainConfig, *, resume: bool = False, datasets=None, task: Tas
     del run
     gc.collect()
     distributed.barrier()
-    distributed.cleanup()
+    distributed.cleanup(ctx)
     return result
 
 
