@@ -5,7 +5,6 @@ images, epochs and views each step will see."""
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 import time
 from pathlib import Path
@@ -19,12 +18,12 @@ from .pipeline import format_duration
 from .plan import Options, Step
 
 ROUNDS, WARM = 5, 2
-# The greedy merge of App. A.2's dense protocol runs per image in Python: seconds per image
-# assumed by the estimate (README, Localisation, measured there).
-MERGE_SECONDS = 0.01
+# The greedy merge of App. A.2's dense protocol runs per image in Python: seconds per image and
+# scale assumed by the estimate (BENCHMARKS.md, "Figures that left the code comments").
+MERGE_SECONDS = 0.003
 # What a real step costs beyond the timed forward and backward passes (data, augmentation, the
 # loop's bookkeeping), as a factor (BENCHMARKS.md, "Figures that left the code comments").
-OVERHEAD = 1.5
+OVERHEAD = 1.15
 
 
 class Timer:
@@ -100,9 +99,9 @@ class Timer:
 
 
 def dense_cost(timing: dict, q: int) -> float:
-    """A forward pass over a whole image at shorter side Q (square images: Fashion-MNIST's, ours)."""
-    side = 32 * math.ceil(q / 32)
-    return timing["forward"] * max(1.0, (side / timing["crop"]) ** 2)
+    """A forward pass over a whole image at shorter side Q (square images: Fashion-MNIST's, ours):
+    the convolutions' work grows with the pixels, Q^2 against the crop's."""
+    return timing["forward"] * max(1.0, (q / timing["crop"]) ** 2)
 
 
 def split_sizes(data: str, limit: int | None, val_size: int = 5000) -> dict[str, int]:
@@ -156,7 +155,8 @@ def options_arch(step: Step, options: Options) -> str:
 
 def estimate(plan: list[Step], options: Options) -> dict[str, float]:
     """{step: estimated seconds}."""
-    timer = Timer(options.device)
+    # At the runs' batch size: a small net's step costs less per image in a big batch.
+    timer = Timer(options.device, batch=options.batch_size)
     timer.measure([timer.key(s.config.get("arch") or options_arch(s, options),
                              s.config.get("batch_norm", options.batch_norm), options.width, options.crop_size)
                    for s in plan])
