@@ -86,3 +86,15 @@ def test_vgg_cpu_bf16_0_treats_the_cpu_as_one_without(monkeypatch):
     monkeypatch.setenv("VGG_CPU_BF16", "0")
     assert not distributed.cpu_has_native_bf16() and distributed.cpu_has_native_bf16(ZEN4)
     assert not distributed.training_amp(torch.device("cpu"), True)
+
+
+def test_cpu_name_and_flags_come_from_the_first_processor(monkeypatch):
+    info = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+            "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+            "processor\t: 1\ncpu family\t: 25\nmodel name\t: Other\n")
+    monkeypatch.setattr(distributed, "machine_cpuinfo", lambda: info)
+    assert distributed.cpu_name() == "AMD EPYC (family 26)"  # Zen 5; "AMD EPYC" alone would not say
+    assert {"avx2", "avx512_bf16"} <= distributed.cpu_flags() and "Other" not in distributed.cpu_flags()
+    assert distributed.cpu_has_native_bf16(info)
+    monkeypatch.setattr(distributed, "machine_cpuinfo", lambda: "Features\t: fp asimd bf16\n")
+    assert distributed.cpu_name() == "" and distributed.cpu_flags() == {"fp", "asimd", "bf16"}

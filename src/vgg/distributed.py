@@ -122,6 +122,19 @@ def machine_cpuinfo() -> str:
         return ""
 
 
+def cpu_name() -> str:
+    """The CPU's model name and x86 family from ``/proc/cpuinfo`` ("" where it gives none): virtual
+    machines often say only "AMD EPYC", and the family tells Zen 4 (25) from Zen 5 (26)."""
+    fields: dict[str, str] = {}
+    for line in machine_cpuinfo().splitlines():
+        if not line.strip():
+            break  # the first processor's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name, family = fields.get("model name", ""), fields.get("cpu family")
+    return f"{name} (family {family})" if name and family else name
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU multiplies bfloat16 in hardware: AVX512-BF16 or AMX on x86 (Zen 4 and later,
     Cooper Lake, Sapphire Rapids), BF16 on Arm (the flags of ``/proc/cpuinfo``, or of ``cpuinfo``).
@@ -132,9 +145,14 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
         if os.environ.get("VGG_CPU_BF16") == "0":
             return False
         cpuinfo = machine_cpuinfo()
-    flags = {w for line in cpuinfo.splitlines() if line.partition(":")[0].strip() in ("flags", "Features")
-             for w in line.partition(":")[2].split()}
-    return bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & cpu_flags(cpuinfo))
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``) from ``/proc/cpuinfo`` or ``cpuinfo``."""
+    cpuinfo = machine_cpuinfo() if cpuinfo is None else cpuinfo
+    return {w for line in cpuinfo.splitlines() if line.partition(":")[0].strip() in ("flags", "Features")
+            for w in line.partition(":")[2].split()}
 
 
 def training_amp(device: torch.device, amp: bool) -> bool:

@@ -175,9 +175,12 @@ def ordered_classifiers(plan: list[Step]) -> list[Step]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    from ..distributed import cpu_has_native_bf16, cpu_name
+
+    cpu = cpu_name() or platform.processor() or platform.machine()
+    bf16 = ", native bf16" if cpu_has_native_bf16() else ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), {gpu}; "
+    return (f"{cpu}, {platform.machine()}{bf16}, {os.cpu_count()} CPU cores, {gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
 
