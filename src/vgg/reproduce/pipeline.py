@@ -112,8 +112,7 @@ def plan_device(plan: list[Step]) -> str:
 def run_steps(plan: list[Step], out: Path, command: str, report: Callable | None, processes: int, say,
               main: bool) -> dict[str, dict]:
     """:func:`run_plan`'s loop; ``main``: this process writes (rank 0, or the only process)."""
-    if not main:
-        say = _quiet
+    say = say if main else _quiet
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json({"command": command, "steps": [s.to_dict() for s in plan]}, out / PLAN_FILE)

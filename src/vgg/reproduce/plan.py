@@ -192,8 +192,7 @@ def make_plan(options: Options, out: str | Path) -> list[Step]:
     scales = {"256": [s256, s256], "384": [s384, s384], "jitter": [s256, s512]}
     ft_epochs = o.finetune_epochs or o.epochs
     common = dict(data=o.data, width=o.width, batch_norm=o.batch_norm, crop_size=o.crop_size,
-                  batch_size=o.batch_size, limit=o.limit, seed=o.seed, device=o.device,
-                  workers=o.workers, progress=o.progress, floor_pooling=o.floor_pooling, **o.train)
+                  batch_size=o.batch_size, limit=o.limit, **run_common(o), **o.train)
 
     # Which classification runs: what the tables show, and what they start from.
     base = loc_base(o.nets)
@@ -229,6 +228,12 @@ def make_plan(options: Options, out: str | Path) -> list[Step]:
     if need_loc:
         steps += localization_steps(o, out, base, steps)
     return steps
+
+
+def run_common(o: Options) -> dict:
+    """The settings every training step of the plan takes from the options alike."""
+    return dict(seed=o.seed, device=o.device, workers=o.workers, progress=o.progress,
+                floor_pooling=o.floor_pooling)
 
 
 def loc_base(nets: tuple[str, ...]) -> str:
@@ -331,9 +336,8 @@ def localization_steps(o: Options, out: Path, base: str, steps: list[Step]) -> l
                                        batch_norm=o.batch_norm, width=o.width, crop_size=o.crop_size,
                                        scale=[loc_scales[scale]] * 2,
                                        lr=o.lr / 10, epochs=ft_epochs, batch_size=o.batch_size,
-                                       limit=o.loc_limit, seed=o.seed, device=o.device, workers=o.workers,
-                                       progress=o.progress, floor_pooling=o.floor_pooling,
-                                       output=str(out / name), **o.train)))
+                                       limit=o.loc_limit, **run_common(o), output=str(out / name),
+                                       **o.train)))
         starts[scale] = name
     variants = [(h, f, "256") for h, f in LOC_VARIANTS] if "8" in o.tables else []
     if "9" in o.tables:
@@ -348,10 +352,8 @@ def localization_steps(o: Options, out: Path, base: str, steps: list[Step]) -> l
                                        init_from=str(out / starts[scale]), crop_size=o.crop_size,
                                        scale=[loc_scales[scale]] * 2,
                                        lr=o.loc_lr, epochs=o.loc_epochs or ft_epochs,
-                                       batch_size=o.batch_size, limit=o.loc_limit, seed=o.seed,
-                                       device=o.device, workers=o.workers, progress=o.progress,
-                                       floor_pooling=o.floor_pooling, output=str(out / name),
-                                       **o.loc_train)))
+                                       batch_size=o.batch_size, limit=o.loc_limit, **run_common(o),
+                                       output=str(out / name), **o.loc_train)))
         loc[(head, finetune, scale)] = name
     common = eval_common(o, data, o.loc_eval_limit)
     if "8" in o.tables:
