@@ -9,6 +9,7 @@ pipeline runs under torchrun, every process in one process group that each train
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -99,10 +100,20 @@ def run_plan(plan: list[Step], out: str | Path, *, command: str = "", report: Ca
     check_unchanged(out, plan)
     ctx = distributed.setup(plan_device(plan), timeout=GROUP_TIMEOUT) if under_torchrun else None
     try:
-        return run_steps(plan, out, command, report, processes, say, main=ctx is None or ctx.main)
-    finally:
+        records = run_steps(plan, out, command, report, processes, say, main=ctx is None or ctx.main)
+    except BaseException:
         if ctx is not None:
             distributed.cleanup(ctx)
+        raise
+    if ctx is not None:
+        # As at the end of vgg.training.train: what still holds the group's threads (the runs' DDP
+        # wrappers sit in reference cycles) is freed now, not at exit, where gloo's threads abort the
+        # process ("terminate called without an active exception"); and every process waits for rank
+        # 0's report before the group goes.
+        gc.collect()
+        distributed.barrier()
+        distributed.cleanup(ctx)
+    return records
 
 
 def plan_device(plan: list[Step]) -> str:
