@@ -12,7 +12,7 @@ conv+ReLU runner with prepacked weights; the FC head takes its matmul path at cr
 
 ``--bf16`` adds ours in bfloat16 (`vgg evaluate --bf16`: the engine's convs and FC layers in bf16, on
 CPUs with native bf16), never in the fp32 comparison.
-    .venv/bin/python benchmarks/inference.py --layers [--batches 8]   # per layer, ours vs onnxruntime
+    .venv/bin/python benchmarks/inference.py --layers [--batches 8] [--bf16]  # per layer, vs onnxruntime
 """
 
 from __future__ import annotations
@@ -212,29 +212,34 @@ def run(arch: str = "vgg16", size: int = 224, batches=(1, 8, 32), rounds: int = 
                      "conv_vs_matmul": list(ratio(head_times, "ours", "conv")), "rounds_s": head_times}}
 
 
-def layer_times(arch: str = "vgg16", size: int = 224, batch: int = 8, rounds: int = 5) -> list[list]:
+def layer_times(arch: str = "vgg16", size: int = 224, batch: int = 8, rounds: int = 5,
+                bf16: bool = False) -> list[list]:
     """Milliseconds per layer (median over rounds) of ours (the CPU runner's steps: each conv with its
-    ReLU, Winograd or direct, and each pool; then the head) and of onnxruntime's nodes (its profiler),
-    the two models called in turn in every round. Rows: layer, path, ours ms, onnxruntime ms."""
+    ReLU, Winograd or direct, and each pool; then the head), of ours in bf16 with ``bf16``, and of
+    onnxruntime's nodes (its profiler), the models called in turn in every round. Rows: layer, path,
+    ours ms, onnxruntime ms[, ours bf16 ms]."""
     import json
 
     torch.manual_seed(0)
     base = vgg.create_model(arch, crop_size=size).eval()
-    ours = prepare_for_inference(copy.deepcopy(base))
+    engines = {"fp32": prepare_for_inference(copy.deepcopy(base))}
+    if bf16:
+        engines["bf16"] = prepare_for_inference(copy.deepcopy(base), bf16=True)
     x = torch.randn(batch, 3, size, size)
-    ours_ms: dict[int, list[float]] = {}
+    ms: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         session = onnx_session(base, Path(tmp), profile=True)
         if session is None:
             raise SystemExit("--layers needs onnxruntime (pip install -e '.[onnx]')")
-        ours(x)  # packs the weights
-        steps = ours.features._plan
+        for net in engines.values():
+            net(x)  # packs the weights
         for _ in range(rounds + 1):
-            h = x
-            for i, step in enumerate([*steps, ours.forward_head]):
-                start = time.perf_counter()
-                h = step(h)
-                ours_ms.setdefault(i, []).append(1e3 * (time.perf_counter() - start))
+            for name, net in engines.items():
+                h, head = x.to(net.features.dtype), lambda h, net=net: net.forward_head(h.float())
+                for i, step in enumerate([*net.features._plan, head]):
+                    start = time.perf_counter()
+                    h = step(h)
+                    ms.setdefault((name, i), []).append(1e3 * (time.perf_counter() - start))
             session.run(None, {"images": x.numpy()})
         events = json.loads(Path(session.end_profiling()).read_text())
     nodes: dict[str, tuple[str, list[float]]] = {}  # node -> (op, per-run ms), in graph order
@@ -244,21 +249,26 @@ def layer_times(arch: str = "vgg16", size: int = 224, batch: int = 8, rounds: in
     ort_convs = [median(t[1:]) for op, t in nodes.values() if "Conv" in op]
     ort_pools = [median(t[1:]) for op, t in nodes.values() if "Pool" in op]
     ort_rest = sum(median(t[1:]) for op, t in nodes.values() if "Conv" not in op and "Pool" not in op)
+
+    def ours(i: int) -> list[float]:
+        return [median(ms[name, i][1:]) for name in engines]
+
+    steps = engines["fp32"].features._plan
     rows, conv, pool, shape = [], 0, 0, tuple(x.shape)
     for i, step in enumerate(steps):
-        ms = median(ours_ms[i][1:])
+        fp32, *half = ours(i)
         if isinstance(step, FusedConv):
             k, c = step.weight_shape
             path = "Winograd" if step.takes_winograd(shape) else "direct"
-            rows.append([f"conv {c}->{k} at {shape[2]}x{shape[3]}", path, ms, ort_convs[conv]])
+            rows.append([f"conv {c}->{k} at {shape[2]}x{shape[3]}", path, fp32, ort_convs[conv], *half])
             shape, conv = (shape[0], k, *shape[2:]), conv + 1
         else:
-            rows.append([f"max-pool at {shape[2]}x{shape[3]}", "", ms, ort_pools[pool]])
+            rows.append([f"max-pool at {shape[2]}x{shape[3]}", "", fp32, ort_pools[pool], *half])
             shape, pool = (*shape[:2], shape[2] // 2, shape[3] // 2), pool + 1
     # onnxruntime's head is its remaining conv nodes (the FC layers as convolutions) and the mean
-    head = median(ours_ms[len(steps)][1:])
-    rows.append(["head (FC layers)", "matmul", head, sum(ort_convs[conv:]) + ort_rest])
-    rows.append(["total", "", sum(r[2] for r in rows), sum(r[3] for r in rows)])
+    fp32, *half = ours(len(steps))
+    rows.append(["head (FC layers)", "matmul", fp32, sum(ort_convs[conv:]) + ort_rest, *half])
+    rows.append(["total", "", *(sum(r[j] for r in rows) for j in range(2, len(rows[0])))])
     return rows
 
 
@@ -300,10 +310,11 @@ def main() -> None:
     args = p.parse_args()
     if args.layers:
         for batch in args.batches:
-            rows = layer_times(args.arch, args.size, batch, args.rounds)
+            rows = layer_times(args.arch, args.size, batch, args.rounds, args.bf16)
+            head = ["layer", "ours", "ours ms", "onnxruntime ms", *(["ours bf16 ms"] if args.bf16 else [])]
             print_table(f"{args.arch} at {args.size}, batch {batch}: ms per layer, median of {args.rounds}",
-                        ["layer", "ours", "ours ms", "onnxruntime ms"],
-                        [[a, b, f"{c:.1f}", f"{d:.1f}"] for a, b, c, d in rows])
+                        head,
+                        [[a, b, *(f"{t:.1f}" for t in times)] for a, b, *times in rows])
         print(machine())
         return
     res = run(args.arch, args.size, args.batches, args.rounds, args.bf16)

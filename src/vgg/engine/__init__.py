@@ -7,6 +7,7 @@ nothing of it.
   its ReLU as one prepacked oneDNN primitive (:class:`FusedConv`).
 - :mod:`.winograd`: :class:`Winograd3x3`, F(4x4, 3x3) for the big 3x3 convs, and when it pays.
 - :mod:`.linear`: :class:`PackedLinear`, the FC layers' matmul on a prepacked weight.
+- :mod:`.memory`: :func:`keep_freed_memory`, big activations on memory the process already holds.
 
 :func:`attach_cpu_inference` swaps a net's feature stack and FC layers for these (the same parameter
 objects, the same state-dict keys); they take the inference calls they can and run the plain modules
@@ -22,11 +23,12 @@ from ..models import VGG, DenseLinear
 from .fused import FusedConv, FusedFeatures
 from .guards import cpu_inference_call, tensors_key, warn_if_missing
 from .linear import PackedLinear
+from .memory import keep_freed_memory
 from .winograd import Winograd3x3
 
 __all__ = [
     "FusedConv", "FusedFeatures", "PackedLinear", "Winograd3x3", "attach_cpu_inference",
-    "cpu_inference_call", "prepare_for_inference", "tensors_key",
+    "cpu_inference_call", "keep_freed_memory", "prepare_for_inference", "tensors_key",
 ]
 
 
@@ -60,12 +62,17 @@ def attach_cpu_inference(model: VGG, bf16: bool = False) -> VGG:
 
     ``bf16``: the convs, pools and crop-size FC layers of the inference calls compute in bfloat16
     (float32 in and out; :class:`FusedFeatures`), about twice as fast where the CPU has native bf16
-    (AVX512-BF16, AMX) and slower than float32 where it has not, hence opt-in and refused there."""
+    (AVX512-BF16, AMX) and slower than float32 where it has not, hence opt-in and refused there.
+
+    It also makes the process keep the memory its forwards free for the next ones
+    (:func:`~vgg.engine.memory.keep_freed_memory`: no fresh pages to fault in per activation; off with
+    ``VGG_KEEP_FREED_MEMORY=0``)."""
     dtype = torch.bfloat16 if bf16 else torch.float32
     if bf16 and not distributed.cpu_has_native_bf16():
         raise ValueError("bf16 inference needs a CPU with native bfloat16 (AVX512-BF16 or AMX); this "
                          "one would emulate it, slower than float32: leave out --bf16")
     warn_if_missing()
+    keep_freed_memory()
     if FusedFeatures.available():
         if not isinstance(model.features, FusedFeatures):
             model.features = FusedFeatures.of(model.features)
