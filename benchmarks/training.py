@@ -33,6 +33,7 @@ from common import interleaved, machine, median, print_table, ratio, write_json
 from inference import eager_reference
 from vgg import data, distributed
 from vgg import training as vtrain
+from vgg.engine import attach_cpu_inference
 from vgg.models import Normalization, layer_table
 from vgg.training.start import CPU_CHANNELS_LAST
 
@@ -62,6 +63,10 @@ def ours_setup(arch: str, crop: int, channels: int, classes: int, batch: int, wi
     channels_last = cuda or CPU_CHANNELS_LAST
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        # As `vgg train` does: validation's fused path, and freed memory kept for the next step
+        # (vgg.engine.keep_freed_memory: process-wide, so the reference loop runs with it too).
+        attach_cpu_inference(model)
     optimizer = torch.optim.SGD(vtrain.param_groups(model), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     net, no_sync = vtrain.wrap(model, distributed.Context(device=device), False)

@@ -93,6 +93,27 @@ def test_bf16_runner_computes_in_bf16_and_stays_close_to_float32(monkeypatch, ti
     assert (out.argmax(1) == ref.argmax(1)).all()
 
 
+def test_bf16_runner_takes_bf16_winograd_on_the_big_convs(monkeypatch, tiny):
+    # Lower the thresholds so the tiny net's 3x3 convs take it; the result stays bf16-close.
+    from vgg import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(W, "WINOGRAD_MIN_CHANNELS_BF16", 1)
+    monkeypatch.setattr(W, "WINOGRAD_MIN_MACS", 0)
+    monkeypatch.setattr(W, "WINOGRAD_MIN_SIDE", 1)
+    base = tiny("vgg16_bn", 32)
+    fp32 = prepare_for_inference(copy.deepcopy(base))
+    bf16 = prepare_for_inference(copy.deepcopy(base), bf16=True)
+    x = 50 * torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        ref, out = fp32(x), bf16(x)
+    runners = [step.winograd for step in bf16.features._plan if getattr(step, "winograd", None)]
+    assert len(runners) == 13 and all(r.tile == 2 and r.weights[0].dtype == torch.bfloat16 for r in runners)
+    err = float((out - ref).abs().max() / ref.abs().max())
+    assert 1e-5 < err < 5e-2, err
+    assert (out.argmax(1) == ref.argmax(1)).all()
+
+
 def test_bf16_is_refused_where_the_cpu_would_emulate_it(monkeypatch, tiny):
     from vgg import distributed
 

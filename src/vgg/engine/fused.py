@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .guards import CONV_OPS, cpu_inference_call, has_ops, tensors_key
-from .winograd import Winograd3x3, winograd_pays
+from .winograd import Winograd3x3, winograd_pays, winograd_tile
 
 
 class FusedFeatures(nn.Sequential):
@@ -29,9 +29,10 @@ class FusedFeatures(nn.Sequential):
     runner never computes with stale weights; copies and pickles leave them out.
 
     ``dtype`` bfloat16 (opt-in, ``vgg evaluate --bf16``) runs every conv and pool in bf16 (oneDNN's
-    bf16 kernels accumulate in float32 and round each layer's output to bf16; no Winograd, whose
-    transforms would lose too much in bf16) and returns float32 features: about twice the speed on
-    CPUs with native bf16, logits within ~1% of the float32 ones (BENCHMARKS.md, bf16 inference).
+    bf16 kernels accumulate in float32 and round each layer's output to bf16; the big convs of 256
+    channels and more as Winograd F(2x2, 3x3) in bf16, whose larger tile would lose too much) and
+    returns float32 features: 1.6-1.9x the float32 engine's speed on CPUs with native bf16, logits
+    within ~2% of the float32 ones (BENCHMARKS.md, bf16 inference).
     """
 
     def __init__(self, *args):
@@ -103,9 +104,10 @@ class FusedFeatures(nn.Sequential):
 
 class FusedConv:
     """One conv (BatchNorm folded in) and its ReLU as one oneDNN primitive with a prepacked weight;
-    a 3x3 conv of ``WINOGRAD_MIN_CHANNELS`` or more input channels also gets a :class:`Winograd3x3`
-    runner, taken for the calls of at least ``WINOGRAD_MIN_MACS`` multiply-adds on maps of at least
-    ``WINOGRAD_MIN_SIDE`` pixels a side (:mod:`vgg.engine.winograd`)."""
+    a 3x3 conv of ``WINOGRAD_MIN_CHANNELS`` or more input channels (in bf16
+    ``WINOGRAD_MIN_CHANNELS_BF16``) also gets a :class:`Winograd3x3` runner, taken for the calls of at
+    least ``WINOGRAD_MIN_MACS`` multiply-adds on maps of at least ``WINOGRAD_MIN_SIDE`` pixels a side
+    (:mod:`vgg.engine.winograd`)."""
 
     def __init__(self, conv: nn.Conv2d, weight: Tensor, bias: Tensor, relu: bool, input_hint: tuple,
                  dtype: torch.dtype = torch.float32):
@@ -115,10 +117,10 @@ class FusedConv:
             weight.to(dtype).contiguous().to_mkldnn(), *self.args[:4], list(input_hint))
         self.bias = bias.to(dtype).contiguous()
         self.weight_shape = tuple(weight.shape[:2])
-        # The Winograd weights (4x the conv's: 36 positions instead of 9) are built on first use, so
-        # nets that only ever see small maps never hold them. float32 only.
-        self.dense_weight = weight if Winograd3x3.applies(conv) and dtype == torch.float32 else None
-        self.relu = relu
+        # The Winograd weights (4x the conv's: 36 positions instead of 9; in bf16, F(2x2)'s 16) are
+        # built on first use, so nets that only ever see small maps never hold them.
+        self.dense_weight = weight if Winograd3x3.applies(conv, dtype) else None
+        self.dtype, self.relu = dtype, relu
         self.winograd: Winograd3x3 | None = None
 
     def takes_winograd(self, shape: tuple) -> bool:
@@ -128,6 +130,7 @@ class FusedConv:
     def __call__(self, x: Tensor) -> Tensor:
         if self.takes_winograd(x.shape):
             if self.winograd is None:
-                self.winograd = Winograd3x3(self.dense_weight, self.bias, self.relu, x.shape[0] * 64)
+                self.winograd = Winograd3x3(self.dense_weight, self.bias, self.relu, x.shape[0] * 64,
+                                            winograd_tile(self.dtype), self.dtype)
             return self.winograd(x)
         return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, [], "")

@@ -25,11 +25,19 @@ WINOGRAD = {
 # F(4x4, 3x3): faster than F(2x2, 3x3) on VGG16's 256- and 512-channel layers (BENCHMARKS.md), with
 # a relative error of ~1e-5 against the direct conv instead of ~2e-6.
 WINOGRAD_TILE = 4
+# In bfloat16 (the opt-in bf16 engine) F(2x2, 3x3): F(4x4)'s points +-2 amplify bf16's rounding to a
+# relative error of ~3.5e-2 per layer, F(2x2) to ~6e-3, against the direct bf16 conv's ~2.9e-3
+# (VGG16's 256- and 512-channel layers, He-initialised; BENCHMARKS.md, "bf16 Winograd").
+WINOGRAD_TILE_BF16 = 2
 # When a 3x3 conv runs as Winograd, measured against the direct oneDNN conv (BENCHMARKS.md): from 128
 # input channels (on fewer the transforms cost more than the saved multiplications), when the call is
 # big enough that the (m+2)^2 matrix products outweigh their fixed cost, and on maps of 14 px a side
 # or more (tiles hanging over the edge of a 10 x 10 map waste 44% of the work, of a 5 x 5 map 156%).
 WINOGRAD_MIN_CHANNELS = 128
+# In bf16 from 256 input channels: the direct bf16 conv does twice as many multiply-adds a cycle as
+# float32's, so the transforms weigh twice as much (at 128 -> 128 on 112 x 112 maps F(2x2) took 49 ms,
+# the direct bf16 conv 34 ms; at 256 -> 256 on 56 x 56, 34 ms and 38 ms).
+WINOGRAD_MIN_CHANNELS_BF16 = 256
 WINOGRAD_MIN_MACS = 400_000_000
 WINOGRAD_MIN_SIDE = 14
 # Bytes of transformed input per piece of a batch (see Winograd3x3.__call__).
@@ -42,6 +50,11 @@ def winograd_pays(shape: tuple, weight_shape: tuple) -> bool:
     k, c = weight_shape[:2]
     macs = shape[0] * shape[2] * shape[3] * k * c * 9
     return macs >= WINOGRAD_MIN_MACS and min(shape[2], shape[3]) >= WINOGRAD_MIN_SIDE
+
+
+def winograd_tile(dtype: torch.dtype) -> int:
+    """The output tile m of F(m x m, 3x3) for a conv computing in ``dtype``."""
+    return WINOGRAD_TILE_BF16 if dtype == torch.bfloat16 else WINOGRAD_TILE
 
 
 def _sparse_rows(matrix: list[list[float]]) -> list[list[tuple[float, int]]]:
@@ -71,24 +84,32 @@ class Winograd3x3:
     a few multiply-adds, the (m+2)^2 tile positions become as many matrix products (C -> K channels
     over all tiles, oneDNN-packed weights), and those are transformed back into m x m output tiles.
     F(4x4, 3x3) does 4x fewer multiplications than the direct convolution and matches it to a
-    relative ~1e-5 (float32 rounding of the transforms)."""
+    relative ~1e-5 (float32 rounding of the transforms).
 
-    def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int, tile: int = WINOGRAD_TILE):
+    ``dtype`` bfloat16: the input, the transformed weights and the matrix products in bf16 (oneDNN's
+    bf16 matmul, float32 accumulation), each transform's first pass kept in float32; with
+    ``tile`` 2 (:data:`WINOGRAD_TILE_BF16`) about twice the direct bf16 conv's rounding error."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int, tile: int = WINOGRAD_TILE,
+                 dtype: torch.dtype = torch.float32):
         bt, g, at = WINOGRAD[tile]
         g = torch.tensor(g, dtype=torch.float64)
         k, c = weight.shape[:2]
         n = tile + 2
-        u = torch.einsum("ai,kcij,bj->abkc", g, weight.double(), g).float().reshape(n * n, k, c)
+        u = torch.einsum("ai,kcij,bj->abkc", g, weight.double(), g).to(dtype).reshape(n * n, k, c)
         self.weights = [torch.ops.mkldnn._reorder_linear_weight(u[i].contiguous(), max(rows_hint, 1))
                         for i in range(n * n)]
         self.bt, self.at, self.tile = _sparse_rows(bt), _sparse_rows(at), tile
-        self.bias, self.relu, self.out_channels = bias.float(), relu, k
+        self.bias, self.relu, self.out_channels = bias.to(dtype), relu, k
 
     @staticmethod
-    def applies(conv: nn.Conv2d) -> bool:
+    def applies(conv: nn.Conv2d, dtype: torch.dtype = torch.float32) -> bool:
+        """Whether ``conv`` is a plain 3x3 conv with enough input channels for Winograd to pay when
+        computing in ``dtype``."""
+        channels = WINOGRAD_MIN_CHANNELS_BF16 if dtype == torch.bfloat16 else WINOGRAD_MIN_CHANNELS
         return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
                 and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
-                and conv.in_channels >= WINOGRAD_MIN_CHANNELS and has_ops(LINEAR_OPS))
+                and conv.in_channels >= channels and has_ops(LINEAR_OPS))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _, h, w = x.shape
@@ -117,7 +138,8 @@ class Winograd3x3:
         xp[:, 0].zero_(), xp[:, h + 1:].zero_(), xp[:, :, 0].zero_(), xp[:, :, w + 1:].zero_()
         xp[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
         # V = B^T d B, over rows then columns; a tile's rows/columns are strided views (tiles overlap).
-        rows = xp.new_empty(a, n, th, xp.shape[2], c)
+        # The first passes of both transforms in float32 (in bf16, one rounding less).
+        rows = xp.new_empty(a, n, th, xp.shape[2], c, dtype=torch.float32)
         _combine(self.bt, [xp[:, i:i + m * th:m] for i in range(a)], list(rows))
         v = xp.new_empty(a, a, n, th, tw, c)
         _combine(self.bt, [rows[:, :, :, i:i + m * tw:m] for i in range(a)], [v[:, j] for j in range(a)])
@@ -125,7 +147,7 @@ class Winograd3x3:
         prods = [torch.ops.mkldnn._linear_pointwise(v[i], self.weights[i], None, "none", [], "")
                  .view(n, th, tw, self.out_channels) for i in range(a * a)]
         # Y = A^T M A: over the products' rows, then their columns, straight into the output tiles.
-        half = x.new_empty(m, a, n, th, tw, self.out_channels)
+        half = x.new_empty(m, a, n, th, tw, self.out_channels, dtype=torch.float32)
         for j in range(a):
             _combine(self.at, [prods[a * i + j] for i in range(a)], [half[r, j] for r in range(m)])
         y = out.view(n, th, m, tw, m, self.out_channels)
