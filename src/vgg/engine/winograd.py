@@ -35,8 +35,9 @@ WINOGRAD_TILE_BF16 = 2
 # or more (tiles hanging over the edge of a 10 x 10 map waste 44% of the work, of a 5 x 5 map 156%).
 WINOGRAD_MIN_CHANNELS = 128
 # In bf16 from 256 input channels: the direct bf16 conv does twice as many multiply-adds a cycle as
-# float32's, so the transforms weigh twice as much (at 128 -> 128 on 112 x 112 maps F(2x2) took 49 ms,
-# the direct bf16 conv 34 ms; at 256 -> 256 on 56 x 56, 34 ms and 38 ms).
+# float32's, so the transforms weigh twice as much (batch 8, Zen 5: at 128 -> 128 on 112 x 112 maps
+# F(2x2) took 42 ms, the direct bf16 conv 30 ms; 256 -> 256 on 56 x 56, 33 and 34 ms; 512 -> 512 on
+# 28 x 28, 25 and 32 ms).
 WINOGRAD_MIN_CHANNELS_BF16 = 256
 WINOGRAD_MIN_MACS = 400_000_000
 WINOGRAD_MIN_SIDE = 14
@@ -86,9 +87,10 @@ class Winograd3x3:
     F(4x4, 3x3) does 4x fewer multiplications than the direct convolution and matches it to a
     relative ~1e-5 (float32 rounding of the transforms).
 
-    ``dtype`` bfloat16: the input, the transformed weights and the matrix products in bf16 (oneDNN's
-    bf16 matmul, float32 accumulation), each transform's first pass kept in float32; with
-    ``tile`` 2 (:data:`WINOGRAD_TILE_BF16`) about twice the direct bf16 conv's rounding error."""
+    ``dtype`` bfloat16: everything in bf16, the matrix products accumulating in float32 (oneDNN's
+    bf16 matmul); with ``tile`` 2 (:data:`WINOGRAD_TILE_BF16`) about twice the direct bf16 conv's
+    rounding error. (Keeping the transforms' first passes in float32 cut that error by only ~8% and
+    cost ~25% of the runner's time: mixed-dtype elementwise passes do not vectorise.)"""
 
     def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int, tile: int = WINOGRAD_TILE,
                  dtype: torch.dtype = torch.float32):
@@ -138,8 +140,7 @@ class Winograd3x3:
         xp[:, 0].zero_(), xp[:, h + 1:].zero_(), xp[:, :, 0].zero_(), xp[:, :, w + 1:].zero_()
         xp[:, 1:h + 1, 1:w + 1].copy_(x.permute(0, 2, 3, 1))
         # V = B^T d B, over rows then columns; a tile's rows/columns are strided views (tiles overlap).
-        # The first passes of both transforms in float32 (in bf16, one rounding less).
-        rows = xp.new_empty(a, n, th, xp.shape[2], c, dtype=torch.float32)
+        rows = xp.new_empty(a, n, th, xp.shape[2], c)
         _combine(self.bt, [xp[:, i:i + m * th:m] for i in range(a)], list(rows))
         v = xp.new_empty(a, a, n, th, tw, c)
         _combine(self.bt, [rows[:, :, :, i:i + m * tw:m] for i in range(a)], [v[:, j] for j in range(a)])
@@ -147,7 +148,7 @@ class Winograd3x3:
         prods = [torch.ops.mkldnn._linear_pointwise(v[i], self.weights[i], None, "none", [], "")
                  .view(n, th, tw, self.out_channels) for i in range(a * a)]
         # Y = A^T M A: over the products' rows, then their columns, straight into the output tiles.
-        half = x.new_empty(m, a, n, th, tw, self.out_channels, dtype=torch.float32)
+        half = x.new_empty(m, a, n, th, tw, self.out_channels)
         for j in range(a):
             _combine(self.at, [prods[a * i + j] for i in range(a)], [half[r, j] for r in range(m)])
         y = out.view(n, th, m, tw, m, self.out_channels)
