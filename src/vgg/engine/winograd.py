@@ -26,8 +26,8 @@ WINOGRAD = {
 # a relative error of ~1e-5 against the direct conv instead of ~2e-6.
 WINOGRAD_TILE = 4
 # In bfloat16 (the opt-in bf16 engine) F(2x2, 3x3): F(4x4)'s points +-2 amplify bf16's rounding to a
-# relative error of ~3.5e-2 per layer, F(2x2) to ~6e-3, against the direct bf16 conv's ~2.9e-3
-# (VGG16's 256- and 512-channel layers, He-initialised; BENCHMARKS.md, "bf16 Winograd").
+# relative error of ~3.5e-2 per layer, F(2x2) to ~6e-3, against the direct bf16 conv's ~2.4e-3
+# (VGG16's convs, He-initialised; benchmarks/winograd.py, BENCHMARKS.md "bf16 Winograd").
 WINOGRAD_TILE_BF16 = 2
 # When a 3x3 conv runs as Winograd, measured against the direct oneDNN conv (BENCHMARKS.md): from 128
 # input channels (on fewer the transforms cost more than the saved multiplications), when the call is
@@ -35,9 +35,9 @@ WINOGRAD_TILE_BF16 = 2
 # or more (tiles hanging over the edge of a 10 x 10 map waste 44% of the work, of a 5 x 5 map 156%).
 WINOGRAD_MIN_CHANNELS = 128
 # In bf16 from 256 input channels: the direct bf16 conv does twice as many multiply-adds a cycle as
-# float32's, so the transforms weigh twice as much (batch 8, Zen 5: at 128 -> 128 on 112 x 112 maps
-# F(2x2) took 42 ms, the direct bf16 conv 30 ms; 256 -> 256 on 56 x 56, 33 and 34 ms; 512 -> 512 on
-# 28 x 28, 25 and 32 ms).
+# float32's, so the transforms weigh twice as much (batch 8, Zen 5, benchmarks/winograd.py: at 128 ->
+# 128 on 112 x 112 maps F(2x2) took 58 ms, the direct bf16 conv 32 ms; 256 -> 256 on 56 x 56, 35 and
+# 35 ms, and 33 and 38 ms in another run; 512 -> 512 on 28 x 28, 25 and 34 ms).
 WINOGRAD_MIN_CHANNELS_BF16 = 256
 WINOGRAD_MIN_MACS = 400_000_000
 WINOGRAD_MIN_SIDE = 14
