@@ -25,23 +25,32 @@ from vgg.engine.winograd import Winograd3x3
 LAYERS = [(128, 128, 112), (128, 256, 56), (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 14)]
 
 
+def runners(conv: nn.Conv2d, shape: tuple, dtype: torch.dtype) -> dict:
+    """The direct oneDNN conv + ReLU (the engine's FusedConv, never taking Winograd) and Winograd
+    F(2x2) and F(4x4) of the same weights, computing in ``dtype`` on input of ``shape``."""
+    w, b = conv.weight.detach(), conv.bias.detach()
+    direct = FusedConv(conv, w, b, True, shape, dtype)
+    direct.dense_weight = None  # FusedConv would otherwise take Winograd itself on the big calls
+    out = {"direct": direct}
+    for tile in (2, 4):
+        out[f"F({tile}x{tile})"] = Winograd3x3(w, b, True, shape[0] * 64, tile, dtype)
+    return out
+
+
 def layer_row(c: int, k: int, side: int, batch: int, rounds: int, dtype: torch.dtype) -> list:
+    """dtype, conv, and ms and relative error against float64 of each of :func:`runners`."""
     torch.manual_seed(0)
     conv = nn.Conv2d(c, k, 3, padding=1)
     nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
     w, b = conv.weight.detach(), conv.bias.detach()
     x = torch.randn(batch, c, side, side).relu().to(dtype).contiguous(memory_format=torch.channels_last)
     ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=1).relu()
-    direct = FusedConv(conv, w, b, True, tuple(x.shape), dtype)
-    direct.dense_weight = None  # never Winograd: the direct oneDNN conv
-    runners = {"direct": direct}
-    for tile in (2, 4):
-        runners[f"F({tile}x{tile})"] = Winograd3x3(w, b, True, batch * 64, tile, dtype)
+    runners_ = runners(conv, tuple(x.shape), dtype)
     with torch.inference_mode():
-        times = interleaved({name: (lambda r=r: r(x)) for name, r in runners.items()}, rounds)
-        errors = {name: float((r(x).double() - ref).norm() / ref.norm()) for name, r in runners.items()}
+        times = interleaved({name: (lambda r=r: r(x)) for name, r in runners_.items()}, rounds)
+        errors = {name: float((r(x).double() - ref).norm() / ref.norm()) for name, r in runners_.items()}
     row = [str(dtype).removeprefix("torch."), f"{c}->{k} at {side}"]
-    for name in runners:
+    for name in runners_:
         row += [f"{median(times[name]) * 1e3:.1f}", f"{errors[name]:.1e}"]
     return row
 
