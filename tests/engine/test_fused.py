@@ -73,8 +73,9 @@ def test_fused_runner_stays_out_of_training_and_autograd(tiny):
         assert not fused.usable(x.double())
 
 
-def test_bf16_runner_computes_in_bf16_and_stays_close_to_float32(monkeypatch, tiny):
-    # --bf16 (opt-in): the convs and the crop-size FC layers in bfloat16, float32 in and out.
+def fp32_and_bf16(monkeypatch, tiny):
+    """A tiny VGG16-BN's float32 and bf16 engines (bf16 allowed on any machine), and their outputs
+    on the same crop-size batch."""
     from vgg import distributed
 
     monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)  # any machine runs the test
@@ -83,7 +84,13 @@ def test_bf16_runner_computes_in_bf16_and_stays_close_to_float32(monkeypatch, ti
     bf16 = prepare_for_inference(copy.deepcopy(base), bf16=True)
     x = 50 * torch.randn(4, 3, 32, 32)
     with torch.inference_mode():
-        ref, out = fp32(x), bf16(x)
+        return bf16, fp32(x), bf16(x)
+
+
+def test_bf16_runner_computes_in_bf16_and_stays_close_to_float32(monkeypatch, tiny):
+    # --bf16 (opt-in): the convs and the crop-size FC layers in bfloat16, float32 in and out.
+    bf16, ref, out = fp32_and_bf16(monkeypatch, tiny)
+    with torch.inference_mode():
         big = bf16(50 * torch.randn(2, 3, 64, 96))  # a dense call: the head as convs, in float32
     assert out.dtype == big.dtype == torch.float32 and big.shape == (2, 7)
     assert all(step.weight.dtype == torch.bfloat16 for step in bf16.features._plan
@@ -95,18 +102,10 @@ def test_bf16_runner_computes_in_bf16_and_stays_close_to_float32(monkeypatch, ti
 
 def test_bf16_runner_takes_bf16_winograd_on_the_big_convs(monkeypatch, tiny):
     # Lower the thresholds so the tiny net's 3x3 convs take it; the result stays bf16-close.
-    from vgg import distributed
-
-    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(W, "WINOGRAD_MIN_CHANNELS_BF16", 1)
     monkeypatch.setattr(W, "WINOGRAD_MIN_MACS", 0)
     monkeypatch.setattr(W, "WINOGRAD_MIN_SIDE", 1)
-    base = tiny("vgg16_bn", 32)
-    fp32 = prepare_for_inference(copy.deepcopy(base))
-    bf16 = prepare_for_inference(copy.deepcopy(base), bf16=True)
-    x = 50 * torch.randn(4, 3, 32, 32)
-    with torch.inference_mode():
-        ref, out = fp32(x), bf16(x)
+    bf16, ref, out = fp32_and_bf16(monkeypatch, tiny)
     runners = [step.winograd for step in bf16.features._plan if getattr(step, "winograd", None)]
     assert len(runners) == 13 and all(r.tile == 2 and r.weights[0].dtype == torch.bfloat16 for r in runners)
     err = float((out - ref).abs().max() / ref.abs().max())

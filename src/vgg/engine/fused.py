@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .guards import CONV_OPS, cpu_inference_call, has_ops, tensors_key
-from .winograd import Winograd3x3, winograd_pays, winograd_tile
+from .winograd import Winograd3x3, winograd_pays
 
 
 class FusedFeatures(nn.Sequential):
@@ -131,6 +131,6 @@ class FusedConv:
         if self.takes_winograd(x.shape):
             if self.winograd is None:
                 self.winograd = Winograd3x3(self.dense_weight, self.bias, self.relu, x.shape[0] * 64,
-                                            winograd_tile(self.dtype), self.dtype)
+                                            dtype=self.dtype)
             return self.winograd(x)
         return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, [], "")

@@ -87,13 +87,15 @@ class Winograd3x3:
     F(4x4, 3x3) does 4x fewer multiplications than the direct convolution and matches it to a
     relative ~1e-5 (float32 rounding of the transforms).
 
-    ``dtype`` bfloat16: everything in bf16, the matrix products accumulating in float32 (oneDNN's
-    bf16 matmul); with ``tile`` 2 (:data:`WINOGRAD_TILE_BF16`) about twice the direct bf16 conv's
+    ``tile`` defaults to :func:`winograd_tile` of ``dtype``. ``dtype`` bfloat16: everything in bf16,
+    the matrix products accumulating in float32 (oneDNN's bf16 matmul); with ``tile`` 2
+    (:data:`WINOGRAD_TILE_BF16`) about twice the direct bf16 conv's
     rounding error. (Keeping the transforms' first passes in float32 cut that error by only ~8% and
     cost ~25% of the runner's time: mixed-dtype elementwise passes do not vectorise.)"""
 
-    def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int, tile: int = WINOGRAD_TILE,
+    def __init__(self, weight: Tensor, bias: Tensor, relu: bool, rows_hint: int, tile: int | None = None,
                  dtype: torch.dtype = torch.float32):
+        tile = tile or winograd_tile(dtype)
         bt, g, at = WINOGRAD[tile]
         g = torch.tensor(g, dtype=torch.float64)
         k, c = weight.shape[:2]
